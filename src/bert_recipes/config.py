@@ -1,0 +1,104 @@
+"""YAML + command-line configuration: dataclass defaults < YAML file < `--key value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from transformers import HfArgumentParser
+
+from bert_recipes.errors import UsageError
+
+T = TypeVar("T")
+
+
+def field_names(*config_types: type) -> list[str]:
+    return [f.name for t in config_types for f in dataclasses.fields(t)]
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"config file '{path}' does not exist: pass the path of a YAML file to --config")
+    try:
+        values = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise UsageError(f"config file '{path}' is not valid YAML{where}: fix its syntax") from None
+    if not isinstance(values, dict):
+        raise UsageError(f"config file '{path}' must be a mapping of `key: value` lines")
+    return values
+
+
+def _check_keys(values: dict[str, Any], valid: list[str], source: str) -> None:
+    for key in values:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UsageError(f"{source}: unknown key '{key}'{hint}; valid keys: {', '.join(sorted(valid))}")
+
+
+def _as_cli_tokens(values: dict[str, Any]) -> list[str]:
+    """Turn YAML values into `--key value` tokens so argparse type-checks them like command-line input."""
+    tokens: list[str] = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        tokens.append(f"--{key}")
+        if isinstance(value, list):
+            tokens.extend(str(v) for v in value)
+        elif isinstance(value, bool):
+            tokens.append("true" if value else "false")
+        else:
+            tokens.append(str(value))
+    return tokens
+
+
+def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
+    if "--config" not in argv:
+        return None, argv
+    at = argv.index("--config")
+    if at + 1 >= len(argv):
+        raise UsageError("--config needs the path of a YAML file")
+    return argv[at + 1], argv[:at] + argv[at + 2 :]
+
+
+def _check_cli_keys(argv: list[str], valid: list[str]) -> None:
+    flags = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--")]
+    _check_keys(dict.fromkeys(flags), [*valid, "help"], "command line")
+
+
+def parse_config(config_types: Sequence[type], argv: list[str] | None = None) -> tuple:
+    """Parse `config_types` from `--config FILE.yaml` plus `--key value` overrides; returns one instance each.
+
+    Unknown keys (in the YAML file or on the command line) are errors that name the nearest valid key.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_path, argv = _split_config_flag(argv)
+    valid = field_names(*config_types)
+    _check_cli_keys(argv, valid)
+    yaml_tokens: list[str] = []
+    if config_path is not None:
+        values = _read_yaml(config_path)
+        _check_keys(values, valid, f"config file '{config_path}'")
+        yaml_tokens = _as_cli_tokens(values)
+    parser = HfArgumentParser(list(config_types))
+    return tuple(parser.parse_args_into_dataclasses(args=yaml_tokens + argv))
+
+
+def config_to_dict(*configs: Any) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for config in configs:
+        merged.update(dataclasses.asdict(config))
+    return merged
+
+
+def save_config(path: str | Path, *configs: Any) -> None:
+    """Write the resolved configuration as YAML that `--config` reads back."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(*configs), sort_keys=False), encoding="utf-8")
