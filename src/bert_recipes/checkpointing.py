@@ -1,0 +1,118 @@
+"""Atomic, rotating checkpoints: `checkpoint-STEP/` appears only once everything in it is written.
+
+Layout of a checkpoint:
+    checkpoint-STEP/                 config.json, model.safetensors, tokenizer files, training_args.yaml
+    checkpoint-STEP/training_state/  accelerate state (model, optimizer, scheduler, RNG), data positions,
+                                     trainer_state.json (written last)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from bert_recipes.errors import UsageError
+
+PREFIX = "checkpoint-"
+TEMP_PREFIX = ".tmp-checkpoint-"
+STATE_DIR = "training_state"
+TRAINER_STATE = "trainer_state.json"
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.name[len(PREFIX) :])
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints (their trainer_state.json exists), oldest first."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    found = [
+        p
+        for p in root.iterdir()
+        if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX) :].isdigit()
+        if (p / STATE_DIR / TRAINER_STATE).is_file()
+    ]
+    return sorted(found, key=checkpoint_step)
+
+
+def check_output_dir(output_dir: str | Path, resume_from_checkpoint: str | None, overwrite: bool) -> None:
+    """Refuse to train over earlier checkpoints unless told to resume or overwrite."""
+    if list_checkpoints(output_dir) and not resume_from_checkpoint and not overwrite:
+        raise UsageError(
+            f"output_dir '{output_dir}' already holds checkpoints: pass --resume_from_checkpoint latest to "
+            "continue, --overwrite_output_dir true to start over, or another --output_dir"
+        )
+
+
+def validate_checkpoint(path: Path) -> None:
+    state = path / STATE_DIR
+    if not (state / TRAINER_STATE).is_file():
+        raise UsageError(f"checkpoint '{path}' is incomplete (no {STATE_DIR}/{TRAINER_STATE}): resume from another")
+    has_weights = any(state.glob("model*.safetensors")) or any(state.glob("pytorch_model*")) or any(state.glob("*.pt"))
+    has_optimizer = any(state.glob("optimizer*")) or any(state.glob("pytorch_model*")) or any(state.glob("*_states*"))
+    if not has_weights or not has_optimizer:
+        missing = "model weights" if not has_weights else "optimizer state"
+        raise UsageError(f"checkpoint '{path}' has no {missing} in {STATE_DIR}/: resume from another checkpoint")
+
+
+def resolve_resume_checkpoint(resume_from_checkpoint: str | None, output_dir: str | Path) -> Path | None:
+    """`latest` means the newest complete checkpoint in output_dir (None when there is none yet)."""
+    if not resume_from_checkpoint:
+        return None
+    if resume_from_checkpoint == "latest":
+        checkpoints = list_checkpoints(output_dir)
+        if not checkpoints:
+            return None
+        path = checkpoints[-1]
+    else:
+        path = Path(resume_from_checkpoint)
+        if not path.is_dir():
+            raise UsageError(f"--resume_from_checkpoint '{path}' is not a directory: pass a checkpoint-STEP dir")
+    validate_checkpoint(path)
+    return path
+
+
+def temp_checkpoint_dir(output_dir: str | Path, step: int) -> Path:
+    return Path(output_dir) / f"{TEMP_PREFIX}{step}"
+
+
+def final_checkpoint_dir(output_dir: str | Path, step: int) -> Path:
+    return Path(output_dir) / f"{PREFIX}{step}"
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise UsageError(f"'{path}' cannot be read ({err}): the checkpoint is corrupt, resume from another") from None
+
+
+def commit_checkpoint(temp_dir: Path, final_dir: Path, trainer_state: dict[str, Any]) -> None:
+    """Write the completion marker, then rename: a crash before the rename leaves only a temp dir."""
+    write_json(temp_dir / STATE_DIR / TRAINER_STATE, trainer_state)
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    temp_dir.rename(final_dir)
+
+
+def remove_stale_temp_dirs(output_dir: str | Path) -> None:
+    root = Path(output_dir)
+    if root.is_dir():
+        for stale in root.glob(f"{TEMP_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def rotate_checkpoints(output_dir: str | Path, save_total_limit: int) -> None:
+    """Keep the newest `save_total_limit` checkpoints (0 keeps all)."""
+    if save_total_limit <= 0:
+        return
+    for old in list_checkpoints(output_dir)[:-save_total_limit]:
+        shutil.rmtree(old, ignore_errors=True)
