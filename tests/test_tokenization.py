@@ -13,7 +13,6 @@ import pytest
 from transformers import AutoTokenizer, BertTokenizerLegacy
 
 from bert_recipes.corpus import read_text_documents
-from bert_recipes.errors import UsageError
 from bert_recipes.tokenization import SPECIAL_TOKENS, TokenizerConfig, train_tokenizer
 from tests.conftest import REPO_ROOT
 
@@ -48,7 +47,14 @@ HELD_OUT = [
 # The Rust normalizer's Unicode tables predate Python 3.11's (Unicode 14): characters assigned since then,
 # like U+061D ARABIC END OF TEXT MARK (Unicode 14), are classified differently. See tokenizer/README.md.
 NEWER_THAN_RUST_TABLES = {"\u061d"}
-RANDOM_RANGES = [(0x0, 0x7E), (0xA0, 0x24F), (0x370, 0x3FF), (0x400, 0x4FF), (0x4E00, 0x9FFF), (0x3040, 0x30FF)]
+RANDOM_RANGES = [
+    (0x0, 0x7E),
+    (0xA0, 0x24F),
+    (0x370, 0x3FF),
+    (0x400, 0x4FF),
+    (0x4E00, 0x9FFF),
+    (0x3040, 0x30FF),
+]
 RANDOM_RANGES += [(0x1F300, 0x1F6FF), (0x2000, 0x206F), (0x600, 0x6FF), (0x900, 0x97F), (0xAC00, 0xD7A3)]
 
 

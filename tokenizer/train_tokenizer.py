@@ -1,7 +1,7 @@
 """Train a BERT WordPiece tokenizer.
 
-    python tokenizer/train_tokenizer.py --train_files corpus.txt.gz --vocab_size 30522 --output_dir tok/
-    python tokenizer/train_tokenizer.py --config recipes/configs/tokenizer-demo.yaml --output_dir tok/
+python tokenizer/train_tokenizer.py --train_files corpus.txt.gz --vocab_size 30522 --output_dir tok/
+python tokenizer/train_tokenizer.py --config recipes/configs/tokenizer-demo.yaml --output_dir tok/
 """
 
 from dataclasses import dataclass, field

@@ -70,8 +70,18 @@ def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
 
 
 def _check_cli_keys(argv: list[str], valid: list[str]) -> None:
-    flags = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--")]
-    _check_keys(dict.fromkeys(flags), [*valid, "help"], "command line")
+    flags = [a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")]
+    accepted = {*valid, *(f"no_{name}" for name in valid), "help"}
+    for flag in flags:
+        if flag not in accepted:
+            _check_keys({flag: None}, valid, "command line")
+
+
+class _Parser(HfArgumentParser):
+    """argparse prints usage and exits on a bad value; we want the one-line error every recipe gives."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (check the config file and the command line)")
 
 
 def parse_config(config_types: Sequence[type], argv: list[str] | None = None) -> tuple:
@@ -88,7 +98,7 @@ def parse_config(config_types: Sequence[type], argv: list[str] | None = None) ->
         values = _read_yaml(config_path)
         _check_keys(values, valid, f"config file '{config_path}'")
         yaml_tokens = _as_cli_tokens(values)
-    parser = HfArgumentParser(list(config_types))
+    parser = _Parser(list(config_types))
     return tuple(parser.parse_args_into_dataclasses(args=yaml_tokens + argv))
 
 

@@ -33,7 +33,8 @@ class CorpusConfig:
         metadata={"help": "Local corpus files (.txt, .txt.gz, .jsonl[.gz], .parquet); default: the demo corpus."},
     )
     dataset_name: str | None = field(
-        default=None, metadata={"help": "Hub dataset to stream instead of local files, e.g. 'wikimedia/wikipedia'."}
+        default=None,
+        metadata={"help": "Hub dataset to stream instead of local files, e.g. 'wikimedia/wikipedia'."},
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Config name of the Hub dataset."})
     dataset_split: str = field(default="train", metadata={"help": "Split of the Hub dataset to read."})

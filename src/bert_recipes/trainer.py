@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -25,7 +26,13 @@ from bert_recipes.config import save_config
 from bert_recipes.corpus import CorpusConfig
 from bert_recipes.errors import UsageError
 from bert_recipes.masking import PretrainingCollator
-from bert_recipes.modeling import ModelConfig, SparsePretrainingLoss, build_bert_config, build_model, count_parameters
+from bert_recipes.modeling import (
+    ModelConfig,
+    SparsePretrainingLoss,
+    build_bert_config,
+    build_model,
+    count_parameters,
+)
 from bert_recipes.pretraining_data import DataConfig, build_pretraining_datasets, validate_data_config
 from bert_recipes.tokenization import load_tokenizer
 
@@ -35,7 +42,9 @@ logger = get_logger(__name__)
 @dataclass
 class TrainConfig:
     output_dir: str = field(default="runs/pretrain", metadata={"help": "Where checkpoints and the final model go."})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Start over in an output_dir with checkpoints."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start over in an output_dir with checkpoints."}
+    )
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "'latest' or a checkpoint-STEP directory to continue from exactly."}
     )
@@ -73,15 +82,24 @@ class TrainerState:
     world_size: int = 1
 
 
+def launched_with_deepspeed() -> bool:
+    """`accelerate launch` tells its workers about DeepSpeed through this variable."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
 def make_accelerator(train: TrainConfig, no_nsp: bool) -> Accelerator:
     handlers: list[Any] = []
-    if not torch.cuda.is_available():
+    on_cpu = not torch.cuda.is_available()
+    if on_cpu:
         # without CUDA accelerate picks no backend for DeepSpeed and miscounts processes; gloo works on CPU
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
     if no_nsp:
         # the pooler and NSP head get no gradient without NSP; DDP must be told
         handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
     return Accelerator(
+        # a multi-GPU launch on a CPU-only machine becomes MULTI_CPU (gloo) only with cpu=True; DeepSpeed
+        # brings its own CPU accelerator and is turned off by that flag
+        cpu=on_cpu and not launched_with_deepspeed(),
         gradient_accumulation_steps=train.gradient_accumulation_steps,
         log_with=None if train.report_to == "none" else train.report_to,
         project_dir=train.output_dir,
@@ -93,7 +111,10 @@ def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.O
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": train.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(
         groups, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_epsilon
     )
@@ -159,7 +180,11 @@ class Pretrainer:
         # the schedule counts global optimizer steps, so it is stepped by hand rather than prepared
         self.accelerator.register_for_checkpointing(self.scheduler)
         self.collator = PretrainingCollator(
-            self.tokenizer, data.mlm_probability, data.whole_word_mask, pad_to_multiple_of=8, seed=self._rank_seed()
+            self.tokenizer,
+            data.mlm_probability,
+            data.whole_word_mask,
+            pad_to_multiple_of=8,
+            seed=self._rank_seed(),
         )
         self.data_state: dict[str, Any] | None = None
         self.train_stream = None
@@ -186,7 +211,9 @@ class Pretrainer:
                 self.train_stream.load_state_dict(self.data_state)
                 self.data_state = None
             loader = DataLoader(
-                self.train_stream, batch_size=self.train_cfg.per_device_train_batch_size, collate_fn=self.collator
+                self.train_stream,
+                batch_size=self.train_cfg.per_device_train_batch_size,
+                collate_fn=self.collator,
             )
             produced = 0
             for batch in loader:
@@ -202,7 +229,11 @@ class Pretrainer:
         )
         # a fixed masking seed makes every evaluation score the same masked positions
         collator = PretrainingCollator(
-            self.tokenizer, self.data_cfg.mlm_probability, self.data_cfg.whole_word_mask, 8, seed=self.train_cfg.seed
+            self.tokenizer,
+            self.data_cfg.mlm_probability,
+            self.data_cfg.whole_word_mask,
+            8,
+            seed=self.train_cfg.seed,
         )
         loader = DataLoader(eval_stream, batch_size=self.train_cfg.per_device_eval_batch_size, collate_fn=collator)
         return list(loader)
@@ -213,7 +244,10 @@ class Pretrainer:
 
     def save_checkpoint(self) -> Path:
         acc, step = self.accelerator, self.state.step
-        temp, final = ckpt.temp_checkpoint_dir(self.output_dir, step), ckpt.final_checkpoint_dir(self.output_dir, step)
+        temp, final = (
+            ckpt.temp_checkpoint_dir(self.output_dir, step),
+            ckpt.final_checkpoint_dir(self.output_dir, step),
+        )
         if acc.is_main_process:
             (temp / ckpt.STATE_DIR).mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
@@ -240,7 +274,13 @@ class Pretrainer:
             weights = {k.removeprefix("model."): v for k, v in state_dict.items()}
             acc.unwrap_model(self.model).model.save_pretrained(directory, state_dict=weights, safe_serialization=True)
             self.tokenizer.save_pretrained(directory)
-            save_config(directory / "training_args.yaml", self.corpus_cfg, self.data_cfg, self.model_cfg, self.train_cfg)
+            save_config(
+                directory / "training_args.yaml",
+                self.corpus_cfg,
+                self.data_cfg,
+                self.model_cfg,
+                self.train_cfg,
+            )
 
     def load_checkpoint(self, path: Path) -> None:
         acc = self.accelerator
