@@ -90,7 +90,7 @@ def launched_with_deepspeed() -> bool:
 def make_accelerator(train: TrainConfig, no_nsp: bool) -> Accelerator:
     handlers: list[Any] = []
     on_cpu = not torch.cuda.is_available()
-    if on_cpu:
+    if on_cpu and launched_with_deepspeed():
         # without CUDA accelerate picks no backend for DeepSpeed and miscounts processes; gloo works on CPU
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
     if no_nsp:
@@ -122,6 +122,12 @@ def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.O
 
 def warmup_steps(train: TrainConfig) -> int:
     return train.warmup_steps or math.ceil(train.warmup_ratio * train.max_steps)
+
+
+def batches_of(stream, batch_size: int, collator: PretrainingCollator) -> DataLoader:
+    # its own generator: a DataLoader iterator otherwise draws a seed from the global RNG, so a resumed run
+    # (which opens its loaders after restoring that RNG) would get different dropout masks
+    return DataLoader(stream, batch_size=batch_size, collate_fn=collator, generator=torch.Generator())
 
 
 class StopRequest:
@@ -210,13 +216,8 @@ class Pretrainer:
             if self.data_state is not None:
                 self.train_stream.load_state_dict(self.data_state)
                 self.data_state = None
-            loader = DataLoader(
-                self.train_stream,
-                batch_size=self.train_cfg.per_device_train_batch_size,
-                collate_fn=self.collator,
-            )
             produced = 0
-            for batch in loader:
+            for batch in batches_of(self.train_stream, self.train_cfg.per_device_train_batch_size, self.collator):
                 produced += 1
                 yield batch
             if produced == 0 and self.state.step == 0:
@@ -235,8 +236,7 @@ class Pretrainer:
             8,
             seed=self.train_cfg.seed,
         )
-        loader = DataLoader(eval_stream, batch_size=self.train_cfg.per_device_eval_batch_size, collate_fn=collator)
-        return list(loader)
+        return list(batches_of(eval_stream, self.train_cfg.per_device_eval_batch_size, collator))
 
     # ---- checkpoints ------------------------------------------------------------------------------
     def _data_state_path(self, root: Path) -> Path:

@@ -1,0 +1,181 @@
+"""The pretraining recipe end to end on a tiny BERT: learning, exact resume, checkpoints, outputs, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoModelForPreTraining,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    pipeline,
+)
+
+from bert_recipes.config import parse_config
+from bert_recipes.corpus import CorpusConfig
+from bert_recipes.modeling import ModelConfig
+from bert_recipes.pretraining_data import DataConfig
+from bert_recipes.trainer import Pretrainer, TrainConfig
+from tests.conftest import REPO_ROOT
+
+PRETRAIN = REPO_ROOT / "recipes" / "pretrain.py"
+
+
+def tiny_args(tokenizer_dir: Path, output_dir: Path, *overrides: str) -> list[str]:
+    return [
+        "--tokenizer_name_or_path", str(tokenizer_dir), "--output_dir", str(output_dir),
+        "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "2",
+        "--max_seq_length", "64", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16",
+        "--learning_rate", "2.0e-3", "--warmup_steps", "2", "--max_steps", "20", "--logging_steps", "1",
+        "--eval_steps", "10", "--save_steps", "10", "--eval_examples", "32", "--report_to", "none",
+        "--seed", "7", *overrides,
+    ]  # fmt: skip
+
+
+def pretrain_in_process(args: list[str]) -> dict[str, float]:
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    corpus, data, model, train = parse_config([CorpusConfig, DataConfig, ModelConfig, TrainConfig], args)
+    return Pretrainer(corpus, data, model, train).run()
+
+
+def read_metrics(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses_by_step(output_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(output_dir) if "loss" in r}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tokenizer_dir, tmp_path_factory) -> Path:
+    """One uninterrupted 20-step run, checkpoints at steps 10 and 20, shared by the tests below."""
+    out = tmp_path_factory.mktemp("pretrain") / "run"
+    pretrain_in_process(tiny_args(tokenizer_dir, out))
+    return out
+
+
+def test_loss_falls(tokenizer_dir, tmp_path):
+    out = tmp_path / "run"
+    pretrain_in_process(tiny_args(tokenizer_dir, out, "--max_steps", "40", "--save_steps", "0", "--eval_steps", "0"))
+    losses = list(losses_by_step(out).values())
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < first - 1.0, (first, last)
+
+
+def test_metrics_jsonl_has_every_field(finished_run):
+    records = read_metrics(finished_run)
+    assert [r["step"] for r in records] == list(range(1, 21))
+    train_fields = {"step", "epoch", "loss", "mlm_loss", "nsp_loss", "learning_rate", "grad_norm", "tokens_per_second"}
+    assert all(train_fields <= r.keys() for r in records)
+    evals = [r for r in records if "eval_mlm_loss" in r]
+    assert [r["step"] for r in evals] == [10, 20]
+    assert {"eval_mlm_accuracy", "eval_perplexity", "eval_nsp_accuracy"} <= evals[-1].keys()
+    assert all(r["tokens_per_second"] > 0 for r in records)
+    assert records[-1]["tokens_seen"] <= 20 * 8 * 64
+
+
+def test_resume_continues_with_identical_losses(finished_run, tokenizer_dir, tmp_path):
+    out = tmp_path / "resumed"
+    out.mkdir()
+    shutil.copytree(finished_run / "checkpoint-10", out / "checkpoint-10")
+    pretrain_in_process(tiny_args(tokenizer_dir, out, "--resume_from_checkpoint", "latest"))
+    expected, resumed = losses_by_step(finished_run), losses_by_step(out)
+    assert sorted(resumed) == list(range(11, 21))
+    for step, loss in resumed.items():
+        assert loss == pytest.approx(expected[step], abs=1e-5), step
+    final_a = torch.load(finished_run / "checkpoint-20" / "training_state" / "optimizer.bin", weights_only=True)
+    final_b = torch.load(out / "checkpoint-20" / "training_state" / "optimizer.bin", weights_only=True)
+    assert final_a["state"][0]["step"] == final_b["state"][0]["step"]
+
+
+def test_checkpoint_rotation_keeps_the_newest(tokenizer_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ["--max_steps", "12", "--save_steps", "3", "--save_total_limit", "2", "--eval_steps", "0"]
+    pretrain_in_process(tiny_args(tokenizer_dir, out, *args))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-9"]
+    assert not list(out.glob(".tmp-*"))
+
+
+def test_final_model_loads_with_the_auto_classes(finished_run):
+    tokenizer = AutoTokenizer.from_pretrained(finished_run)
+    assert AutoModelForPreTraining.from_pretrained(finished_run).config.vocab_size == len(tokenizer)
+    AutoModelForMaskedLM.from_pretrained(finished_run)
+    classifier = AutoModelForSequenceClassification.from_pretrained(finished_run, num_labels=2)
+    assert classifier(**tokenizer("a test", return_tensors="pt")).logits.shape == (1, 2)
+    predictions = pipeline("fill-mask", model=str(finished_run), device="cpu")("the [MASK] of it")
+    assert len(predictions) == 5
+    assert {p.name for p in finished_run.glob("*.safetensors")} == {"model.safetensors"}
+    assert (finished_run / "training_args.yaml").is_file()
+
+
+def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(PRETRAIN), *args], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT, **kwargs
+    )
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tokenizer_dir, tmp_path):
+    out = tmp_path / "run"
+    args = tiny_args(tokenizer_dir, out, "--max_steps", "100000", "--save_steps", "0", "--eval_steps", "0")
+    proc = subprocess.Popen([sys.executable, str(PRETRAIN), *args], cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out / "metrics.jsonl").exists():
+        time.sleep(0.5)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-2000:]
+    checkpoints = list(out.glob("checkpoint-*"))
+    assert len(checkpoints) == 1 and 0 < int(checkpoints[0].name.split("-")[1]) < 100000
+    assert (out / "model.safetensors").is_file()
+
+
+def corrupt_checkpoint(run: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "corrupt"
+    shutil.copytree(run / "checkpoint-10", out / "checkpoint-10")
+    for state in (out / "checkpoint-10" / "training_state").glob("optimizer*"):
+        state.unlink()
+    return out
+
+
+@pytest.mark.parametrize(
+    "case", ["no_tokenizer", "vocab_mismatch", "seq_too_long", "existing_checkpoints", "corrupt_checkpoint"]
+)
+def test_bad_input_gives_one_line_and_exit_2(case, finished_run, tokenizer_dir, tmp_path):
+    out = tmp_path / "run"
+    expected = {
+        "no_tokenizer": ("--tokenizer_name_or_path", str(tmp_path), "has no tokenizer.json"),
+        "vocab_mismatch": ("--resume_from_checkpoint", "latest", "vocab_size"),
+        "seq_too_long": ("--max_position_embeddings", "32", "exceeds --max_position_embeddings"),
+        "existing_checkpoints": ("--max_steps", "5", "already holds checkpoints"),
+        "corrupt_checkpoint": ("--resume_from_checkpoint", "latest", "has no optimizer state"),
+    }[case]
+    if case in ("vocab_mismatch", "existing_checkpoints"):
+        out = finished_run
+    if case == "corrupt_checkpoint":
+        out = corrupt_checkpoint(finished_run, tmp_path)
+    tokenizer = tokenizer_dir
+    if case == "vocab_mismatch":
+        tokenizer = tmp_path / "other-tokenizer"
+        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tokenizer)
+        tokenizer_json = json.loads((tokenizer / "tokenizer.json").read_text())
+        tokenizer_json["model"]["vocab"]["zzzextra"] = len(tokenizer_json["model"]["vocab"])
+        (tokenizer / "tokenizer.json").write_text(json.dumps(tokenizer_json))
+    before = sorted(p.name for p in out.rglob("*")) if out.exists() else []
+    result = run_cli(*tiny_args(tokenizer, out, *expected[:2]))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert expected[2] in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (sorted(p.name for p in out.rglob("*")) if out.exists() else []) == before
