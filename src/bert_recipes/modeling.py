@@ -60,6 +60,8 @@ class SparsePretrainingLoss(nn.Module):
     def __init__(self, model: BertForPreTraining):
         super().__init__()
         self.model = model
+        # DeepSpeed's "auto" bucket sizes are derived from hidden_size, read from `model.config`
+        self.config = model.config
 
     def forward(
         self,
@@ -92,4 +94,5 @@ class SparsePretrainingLoss(nn.Module):
 
 
 def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    # under ZeRO-3 a parameter holds only its shard; ds_numel is the full size
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())

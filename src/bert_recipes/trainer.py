@@ -107,6 +107,18 @@ def make_accelerator(train: TrainConfig, no_nsp: bool) -> Accelerator:
     )
 
 
+def fill_deepspeed_auto_values(accelerator: Accelerator, train: TrainConfig) -> None:
+    """Accelerate fills DeepSpeed's "auto" batch size from a prepared dataloader; ours is not prepared."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None:
+        return
+    config = plugin.deepspeed_config
+    if config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+        config["train_micro_batch_size_per_gpu"] = train.per_device_train_batch_size
+    if config.get("gradient_clipping", "auto") == "auto":
+        config["gradient_clipping"] = train.max_grad_norm
+
+
 def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, param in model.named_parameters():
@@ -179,6 +191,7 @@ class Pretrainer:
         bert_config = build_bert_config(model, len(self.tokenizer), self.tokenizer.pad_token_id)
         self.bert = build_model(bert_config, model.attn_implementation)
         optimizer = build_optimizer(self.bert, train)
+        fill_deepspeed_auto_values(self.accelerator, train)
         self.model, self.optimizer = self.accelerator.prepare(SparsePretrainingLoss(self.bert), optimizer)
         self.scheduler = get_scheduler(
             train.lr_scheduler_type, self.optimizer, warmup_steps(train), num_training_steps=train.max_steps
