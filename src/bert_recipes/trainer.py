@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, InitProcessGroupKwargs, set_seed
 from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -107,6 +107,16 @@ def make_accelerator(train: TrainConfig, no_nsp: bool) -> Accelerator:
     )
 
 
+def check_sharding_applied(accelerator: Accelerator) -> None:
+    """Accelerate silently trains plain DDP when FSDP is asked for on CPUs; say so instead of pretending."""
+    fsdp_requested = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp_requested and accelerator.distributed_type != DistributedType.FSDP:
+        raise UsageError(
+            f"FSDP was requested but Accelerate runs {accelerator.distributed_type} here: it applies FSDP on GPUs "
+            "only; on CPUs use accelerate_configs/multi_cpu.yaml or a DeepSpeed config"
+        )
+
+
 def fill_deepspeed_auto_values(accelerator: Accelerator, train: TrainConfig) -> None:
     """Accelerate fills DeepSpeed's "auto" batch size from a prepared dataloader; ours is not prepared."""
     plugin = accelerator.state.deepspeed_plugin
@@ -183,6 +193,7 @@ class Pretrainer:
     def __init__(self, corpus: CorpusConfig, data: DataConfig, model: ModelConfig, train: TrainConfig):
         self.corpus_cfg, self.data_cfg, self.model_cfg, self.train_cfg = corpus, data, model, train
         self.accelerator = make_accelerator(train, data.no_nsp)
+        check_sharding_applied(self.accelerator)
         self.tokenizer = load_tokenizer(model.tokenizer_name_or_path)
         self.resume_dir = validate_run(model, data, train, self.tokenizer)
         self.output_dir = Path(train.output_dir)

@@ -1,0 +1,51 @@
+"""Launched by tests/test_distributed.py under `accelerate launch`: trains with the real Pretrainer, then records
+what each rank saw (process count, backend, hashes of its first examples, a parameter checksum) as JSON."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from itertools import islice
+from pathlib import Path
+
+import torch
+
+from bert_recipes.config import parse_config
+from bert_recipes.corpus import CorpusConfig
+from bert_recipes.errors import run_cli
+from bert_recipes.modeling import ModelConfig
+from bert_recipes.pretraining_data import DataConfig
+from bert_recipes.trainer import Pretrainer, TrainConfig
+
+
+def example_hashes(trainer: Pretrainer, count: int) -> list[str]:
+    stream = trainer._open_epoch(0)
+    return [hashlib.sha1(str(row["input_ids"]).encode()).hexdigest() for row in islice(stream, count)]
+
+
+def sharded_parameter_count(model: torch.nn.Module) -> int:
+    """Parameters whose local tensor is smaller than the full one (FSDP2 DTensor shards)."""
+    return sum(1 for p in model.parameters() if hasattr(p, "to_local") and p.to_local().numel() < p.numel())
+
+
+def main(argv: list[str]) -> None:
+    corpus, data, model, train = parse_config([CorpusConfig, DataConfig, ModelConfig, TrainConfig], argv)
+    trainer = Pretrainer(corpus, data, model, train)
+    trainer.run()
+    acc = trainer.accelerator
+    checksum = torch.stack([p.detach().double().sum() for p in trainer.bert.parameters()]).sum().reshape(1)
+    report = {
+        "rank": acc.process_index,
+        "num_processes": acc.num_processes,
+        "distributed_type": str(acc.distributed_type),
+        "backend": str(torch.distributed.get_backend()) if torch.distributed.is_initialized() else None,
+        "examples": example_hashes(trainer, 40),
+        "sharded_parameters": sharded_parameter_count(trainer.model),
+        "checksums": acc.gather(checksum.to(acc.device)).tolist(),
+    }
+    Path(train.output_dir, f"probe_rank{acc.process_index}.json").write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    run_cli(main, sys.argv[1:], init_state=False)

@@ -1,0 +1,192 @@
+"""Real multi-process runs on CPU: 2-process DDP over gloo, DeepSpeed ZeRO, and every accelerate config."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from accelerate.commands.config.config_args import load_config_from_file
+from safetensors.torch import load_file
+
+from tests.conftest import REPO_ROOT
+from tests.test_trainer import losses_by_step, tiny_args
+
+CONFIGS = REPO_ROOT / "accelerate_configs"
+PRETRAIN = REPO_ROOT / "recipes" / "pretrain.py"
+PROBE = REPO_ROOT / "tests" / "distributed_probe.py"
+ALL_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(config: str, script: Path, args: list[str], *launch_args: str) -> subprocess.CompletedProcess:
+    """`accelerate launch` with its own port per run (a shared port once killed a rank with SIGABRT)."""
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / config),
+        "--main_process_port", str(free_port()), *launch_args, str(script), *args,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT, env=env)
+
+
+def python(script: Path, args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=600, cwd=REPO_ROOT
+    )
+
+
+def assert_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_see_disjoint_data_and_keep_identical_parameters(tokenizer_dir, tmp_path):
+    out = tmp_path / "ddp"
+    assert_ok(launch("multi_cpu.yaml", PROBE, tiny_args(tokenizer_dir, out, "--max_steps", "6", "--save_steps", "0")))
+    reports = [json.loads((out / f"probe_rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["num_processes"] for r in reports] == [2, 2]
+    assert {r["distributed_type"] for r in reports} == {"DistributedType.MULTI_CPU"}
+    assert {r["backend"] for r in reports} == {"gloo"}
+    assert not set(reports[0]["examples"]) & set(reports[1]["examples"])
+    assert len(set(reports[0]["examples"])) == 40
+    checksums = reports[0]["checksums"]
+    assert len(checksums) == 2 and checksums[0] == checksums[1]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tokenizer_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    assert_ok(
+        launch("multi_cpu.yaml", PRETRAIN, tiny_args(tokenizer_dir, out, "--max_steps", "12", "--save_steps", "6"))
+    )
+    return out
+
+
+def resume_copy(run: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "resumed"
+    out.mkdir()
+    shutil.copytree(run / "checkpoint-6", out / "checkpoint-6")
+    return out
+
+
+@pytest.mark.slow
+def test_two_process_checkpoint_resumes_exactly_under_two_processes(two_process_run, tokenizer_dir, tmp_path):
+    out = resume_copy(two_process_run, tmp_path)
+    args = tiny_args(tokenizer_dir, out, "--max_steps", "12", "--save_steps", "6", "--resume_from_checkpoint", "latest")
+    assert_ok(launch("multi_cpu.yaml", PRETRAIN, args))
+    expected, resumed = losses_by_step(two_process_run), losses_by_step(out)
+    assert sorted(resumed) == list(range(7, 13))
+    assert all(resumed[s] == pytest.approx(expected[s], abs=1e-5) for s in resumed)
+
+
+@pytest.mark.slow
+def test_two_process_checkpoint_resumes_under_one_process(two_process_run, tokenizer_dir, tmp_path):
+    out = resume_copy(two_process_run, tmp_path)
+    args = tiny_args(tokenizer_dir, out, "--max_steps", "12", "--save_steps", "6", "--resume_from_checkpoint", "latest")
+    result = python(PRETRAIN, args)
+    assert_ok(result)
+    assert "written by 2 processes, resuming with 1" in result.stderr
+    assert sorted(losses_by_step(out)) == list(range(7, 13))
+    assert (out / "checkpoint-12").is_dir()
+
+
+@pytest.mark.parametrize("config", ALL_CONFIGS, ids=[p.stem for p in ALL_CONFIGS])
+def test_every_accelerate_config_loads(config):
+    cluster = load_config_from_file(str(config))
+    assert cluster.num_processes >= 1 and cluster.num_machines >= 1
+    assert cluster.mixed_precision in ("no", "bf16", "fp16")
+    if "gpu" in config.stem or config.stem in ("multi_node", "fsdp") or "deepspeed" in config.stem:
+        assert cluster.mixed_precision == "bf16", "GPU configs train in bf16"
+    if config.stem == "fsdp":
+        assert cluster.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "BertLayer"
+        assert cluster.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+    if config.stem.startswith("deepspeed"):
+        assert (REPO_ROOT / cluster.deepspeed_config["deepspeed_config_file"]).is_file()
+
+
+DEEPSPEED_CONFIGS = sorted((CONFIGS / "deepspeed").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", DEEPSPEED_CONFIGS, ids=[p.stem for p in DEEPSPEED_CONFIGS])
+def test_deepspeed_configs_parse_in_accelerate_and_deepspeed(path):
+    deepspeed_config = pytest.importorskip("deepspeed.runtime.config", reason="pip install -e .[deepspeed]")
+    from accelerate.utils import DeepSpeedPlugin
+
+    plugin = DeepSpeedPlugin(hf_ds_config=str(path))
+    stage = int(path.stem[4])
+    assert plugin.zero_stage == stage
+    filled = json.loads(json.dumps(plugin.deepspeed_config).replace('"auto"', "1"))
+    filled.update(train_batch_size=32, train_micro_batch_size_per_gpu=32, gradient_accumulation_steps=1)
+    filled["bf16"] = {"enabled": True}
+    filled["fp16"] = {"enabled": False}
+    parsed = deepspeed_config.DeepSpeedConfig(filled)
+    assert parsed.zero_optimization_stage == stage
+    if stage == 3:
+        assert parsed.zero_config.gather_16bit_weights_on_model_save
+    if "offload" in path.stem:
+        assert parsed.zero_config.offload_optimizer.device == "cpu"
+
+
+def test_deepspeed_config_parser_rejects_a_bad_stage():
+    deepspeed_config = pytest.importorskip("deepspeed.runtime.config", reason="pip install -e .[deepspeed]")
+    bad = {"train_batch_size": 8, "train_micro_batch_size_per_gpu": 8, "zero_optimization": {"stage": 7}}
+    with pytest.raises(Exception, match="stage"):
+        deepspeed_config.DeepSpeedConfig(bad)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_trains_saves_full_weights_and_resumes(stage, tokenizer_dir, tmp_path):
+    pytest.importorskip("deepspeed", reason="pip install -e .[deepspeed]")
+    out = tmp_path / f"zero{stage}"
+    extra = ("--num_processes", "2", "--mixed_precision", "no")
+    args = tiny_args(tokenizer_dir, out, "--max_steps", "6", "--save_steps", "3", "--eval_steps", "0")
+    result = launch(f"deepspeed_zero{stage}.yaml", PRETRAIN, args, *extra)
+    assert_ok(result)
+    assert "2 process(es), DistributedType.DEEPSPEED" in result.stderr
+    weights = load_file(out / "checkpoint-6" / "model.safetensors")
+    assert all(t.numel() > 0 for t in weights.values())
+    # gathered on save: the word embeddings are whole (vocab x hidden), not a ZeRO-3 shard
+    assert weights["bert.embeddings.word_embeddings.weight"].shape == (2000, 32)
+    resume = ["--max_steps", "8", "--resume_from_checkpoint", str(out / "checkpoint-6")]
+    assert_ok(launch(f"deepspeed_zero{stage}.yaml", PRETRAIN, [*args, *resume], *extra))
+    assert sorted(losses_by_step(out))[-2:] == [7, 8]
+
+
+@pytest.mark.slow
+def test_fsdp_on_cpu_is_refused_rather_than_silently_replaced_by_ddp(tokenizer_dir, tmp_path):
+    args = tiny_args(tokenizer_dir, tmp_path / "fsdp", "--max_steps", "2")
+    result = launch("fsdp.yaml", PRETRAIN, args, "--num_processes", "2", "--mixed_precision", "no")
+    assert result.returncode != 0
+    assert "FSDP" in result.stderr and "GPU" in result.stderr
+
+
+@pytest.mark.skipif(
+    torch.cuda.device_count() < 2,
+    reason="Accelerate 1.15 applies FSDP only to GPU distributed types, never MULTI_CPU: needs 2 GPUs",
+)
+def test_fsdp_shards_parameters_and_saves_full_weights(tokenizer_dir, tmp_path):
+    out = tmp_path / "fsdp"
+    assert_ok(launch("fsdp.yaml", PROBE, tiny_args(tokenizer_dir, out, "--max_steps", "4"), "--num_processes", "2"))
+    reports = [json.loads((out / f"probe_rank{r}.json").read_text()) for r in (0, 1)]
+    assert {r["distributed_type"] for r in reports} == {"DistributedType.FSDP"}
+    assert all(r["sharded_parameters"] > 0 for r in reports)
+    assert load_file(out / "model.safetensors")["bert.embeddings.word_embeddings.weight"].shape == (2000, 32)
+
+
+def test_yaml_configs_are_plain_yaml():
+    for config in ALL_CONFIGS:
+        assert isinstance(yaml.safe_load(config.read_text()), dict)
