@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -267,11 +268,30 @@ class Pretrainer:
         return root / ckpt.STATE_DIR / f"data_state_rank{self.accelerator.process_index}.json"
 
     def save_checkpoint(self) -> Path:
+        """Write checkpoint-STEP atomically; a failed write (disk full) removes the partial one and stops."""
         acc, step = self.accelerator, self.state.step
-        temp, final = (
-            ckpt.temp_checkpoint_dir(self.output_dir, step),
-            ckpt.final_checkpoint_dir(self.output_dir, step),
-        )
+        temp, final = ckpt.temp_checkpoint_dir(self.output_dir, step), ckpt.final_checkpoint_dir(self.output_dir, step)
+        try:
+            self._write_checkpoint(temp)
+            if acc.is_main_process:
+                ckpt.commit_checkpoint(temp, final, vars(self.state))
+        # torch.save reports a full disk as RuntimeError ("iostream error"), the rest of the stack as OSError
+        except (OSError, RuntimeError) as err:
+            shutil.rmtree(temp, ignore_errors=True)
+            free_mb = shutil.disk_usage(self.output_dir).free / 1e6
+            raise UsageError(
+                f"writing checkpoint-{step} in '{self.output_dir}' failed ({err}; {free_mb:.1f} MB free): the partial "
+                "checkpoint was removed and earlier ones are intact; free disk space, then resume with "
+                "--resume_from_checkpoint latest"
+            ) from None
+        if acc.is_main_process:
+            ckpt.rotate_checkpoints(self.output_dir, self.train_cfg.save_total_limit)
+        acc.wait_for_everyone()
+        logger.info(f"saved {final}")
+        return final
+
+    def _write_checkpoint(self, temp: Path) -> None:
+        acc = self.accelerator
         if acc.is_main_process:
             (temp / ckpt.STATE_DIR).mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
@@ -283,12 +303,6 @@ class Pretrainer:
         ckpt.write_json(self._data_state_path(temp), data_state)
         self.save_model(temp)
         acc.wait_for_everyone()
-        if acc.is_main_process:
-            ckpt.commit_checkpoint(temp, final, vars(self.state))
-            ckpt.rotate_checkpoints(self.output_dir, self.train_cfg.save_total_limit)
-        acc.wait_for_everyone()
-        logger.info(f"saved {final}")
-        return final
 
     def save_model(self, directory: Path) -> None:
         """save_pretrained form: config, safetensors weights (gathered under ZeRO-3/FSDP), tokenizer, config."""
