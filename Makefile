@@ -11,9 +11,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# deepspeed is an optional extra for users; the tests exercise it, so `make` installs it too
 $(STAMP): $(BIN)/python requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet -r requirements.txt
-	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install --quiet -e ".[deepspeed]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -52,8 +52,10 @@ def validate_checkpoint(path: Path) -> None:
     state = path / STATE_DIR
     if not (state / TRAINER_STATE).is_file():
         raise UsageError(f"checkpoint '{path}' is incomplete (no {STATE_DIR}/{TRAINER_STATE}): resume from another")
-    has_weights = any(state.glob("model*.safetensors")) or any(state.glob("pytorch_model*")) or any(state.glob("*.pt"))
-    has_optimizer = any(state.glob("optimizer*")) or any(state.glob("pytorch_model*")) or any(state.glob("*_states*"))
+    # DeepSpeed keeps weights and optimizer shards together in pytorch_model/
+    deepspeed = (state / "pytorch_model").is_dir()
+    has_weights = deepspeed or any(state.glob("model*.safetensors"))
+    has_optimizer = deepspeed or any(state.glob("optimizer*.bin"))
     if not has_weights or not has_optimizer:
         missing = "model weights" if not has_weights else "optimizer state"
         raise UsageError(f"checkpoint '{path}' has no {missing} in {STATE_DIR}/: resume from another checkpoint")

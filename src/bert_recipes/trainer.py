@@ -322,7 +322,13 @@ class Pretrainer:
 
     def load_checkpoint(self, path: Path) -> None:
         acc = self.accelerator
-        acc.load_state(str(path / ckpt.STATE_DIR))
+        try:
+            acc.load_state(str(path / ckpt.STATE_DIR))
+        except Exception as err:  # truncated or foreign files fail deep inside torch/safetensors
+            raise UsageError(
+                f"checkpoint '{path}' cannot be loaded ({type(err).__name__}: {str(err)[:160]}): it is corrupt, "
+                "resume from an earlier checkpoint-STEP"
+            ) from None
         saved = ckpt.read_json(path / ckpt.STATE_DIR / ckpt.TRAINER_STATE)
         self.state = TrainerState(**{**saved, "world_size": acc.num_processes})
         if saved.get("world_size", 1) != acc.num_processes:
