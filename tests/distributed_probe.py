@@ -32,17 +32,19 @@ def sharded_parameter_count(model: torch.nn.Module) -> int:
 def main(argv: list[str]) -> None:
     corpus, data, model, train = parse_config([CorpusConfig, DataConfig, ModelConfig, TrainConfig], argv)
     trainer = Pretrainer(corpus, data, model, train)
-    trainer.run()
     acc = trainer.accelerator
-    checksum = torch.stack([p.detach().double().sum() for p in trainer.bert.parameters()]).sum().reshape(1)
+    # read before run(): end_training() tears the process group down
+    backend = str(torch.distributed.get_backend()) if torch.distributed.is_initialized() else None
+    sharded = sharded_parameter_count(trainer.model)
+    trainer.run()
     report = {
         "rank": acc.process_index,
         "num_processes": acc.num_processes,
         "distributed_type": str(acc.distributed_type),
-        "backend": str(torch.distributed.get_backend()) if torch.distributed.is_initialized() else None,
+        "backend": backend,
         "examples": example_hashes(trainer, 40),
-        "sharded_parameters": sharded_parameter_count(trainer.model),
-        "checksums": acc.gather(checksum.to(acc.device)).tolist(),
+        "sharded_parameters": sharded,
+        "checksum": [p.detach().double().sum().item() for p in trainer.bert.parameters()],
     }
     Path(train.output_dir, f"probe_rank{acc.process_index}.json").write_text(json.dumps(report))
 

@@ -93,7 +93,7 @@ def _kind(path: str) -> str:
     )
 
 
-def _load_local(files: Sequence[str], text_column: str) -> datasets.IterableDataset:
+def _load_local(files: Sequence[str], text_column: str, streaming: bool) -> datasets.Dataset | datasets.IterableDataset:
     kinds = {_kind(f) for f in files}
     if len(kinds) > 1:
         raise UsageError(f"--train_files mixes file types ({', '.join(sorted(kinds))}): pass one type per run")
@@ -102,12 +102,13 @@ def _load_local(files: Sequence[str], text_column: str) -> datasets.IterableData
     kind = kinds.pop()
     if kind == "text":
         # one generator shard per file, so split_dataset_by_node can hand whole files to ranks
-        return datasets.IterableDataset.from_generator(read_text_documents, gen_kwargs={"files": list(files)})
-    stream = datasets.load_dataset(kind, data_files=list(files), split="train", streaming=True)
+        source = datasets.IterableDataset if streaming else datasets.Dataset
+        return source.from_generator(read_text_documents, gen_kwargs={"files": list(files)})
+    stream = datasets.load_dataset(kind, data_files=list(files), split="train", streaming=streaming)
     return _select_text(stream, text_column, f"'{files[0]}'")
 
 
-def _select_text(stream: datasets.IterableDataset, text_column: str, source: str) -> datasets.IterableDataset:
+def _select_text(stream, text_column: str, source: str):
     columns = stream.column_names
     if columns is not None and text_column not in columns:
         raise UsageError(f"{source} has no column '{text_column}' (columns: {', '.join(columns)}): set --text_column")
@@ -115,16 +116,16 @@ def _select_text(stream: datasets.IterableDataset, text_column: str, source: str
     return stream.rename_column(text_column, "text") if text_column != "text" else stream
 
 
-def load_corpus(config: CorpusConfig) -> datasets.IterableDataset:
-    """The corpus as a streamed dataset with a single `text` column, one document per row."""
+def load_corpus(config: CorpusConfig, streaming: bool = True) -> datasets.IterableDataset | datasets.Dataset:
+    """The corpus with a single `text` column, one document per row: streamed, or as an Arrow dataset."""
     if config.dataset_name:
         stream = datasets.load_dataset(
-            config.dataset_name, config.dataset_config_name, split=config.dataset_split, streaming=True
+            config.dataset_name, config.dataset_config_name, split=config.dataset_split, streaming=streaming
         )
         return _select_text(stream, config.text_column, f"dataset '{config.dataset_name}'")
     if not config.train_files:
         raise UsageError("no corpus given: pass --train_files FILE [FILE ...] or --dataset_name NAME")
-    return _load_local(config.train_files, config.text_column)
+    return _load_local(config.train_files, config.text_column, streaming)
 
 
 def iter_texts(corpus: datasets.IterableDataset, batch_size: int = 1000) -> Iterator[list[str]]:

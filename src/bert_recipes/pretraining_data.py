@@ -65,7 +65,8 @@ def validate_data_config(config: DataConfig, tokenizer: PreTrainedTokenizerFast)
         raise UsageError("--document_buffer_size must be at least 2: random segments need another document")
     if config.prepared_data_dir and not Path(config.prepared_data_dir, "train").is_dir():
         raise UsageError(
-            f"--prepared_data_dir '{config.prepared_data_dir}' has no train/ folder: write it with recipes/prepare_data.py"
+            f"--prepared_data_dir '{config.prepared_data_dir}' has no train/ folder: "
+            "write it with recipes/prepare_data.py"
         )
 
 
@@ -311,3 +312,33 @@ def build_pretraining_datasets(
     train = examples_from_documents(corpus, tokenizer, data_config, seed, epoch)
     evaluation = examples_from_documents(corpus, tokenizer, data_config, seed, 0, held_out=True)
     return train, evaluation.take(data_config.eval_examples)
+
+
+def prepare_to_disk(
+    corpus_config: CorpusConfig,
+    data_config: DataConfig,
+    tokenizer: PreTrainedTokenizerFast,
+    output_dir: str | Path,
+    seed: int,
+    dupe_factor: int = 1,
+    num_proc: int = 1,
+    examples_per_shard: int = 100_000,
+) -> dict[str, int]:
+    """Write train/ and eval/ Parquet shards; each of `dupe_factor` copies pairs and masks the text anew."""
+    corpus = load_corpus(corpus_config, streaming=False)
+    epochs = [
+        examples_from_documents(corpus, tokenizer, data_config, seed, e, num_proc=num_proc) for e in range(dupe_factor)
+    ]
+    splits = {
+        "train": datasets.concatenate_datasets(epochs),
+        "eval": examples_from_documents(corpus, tokenizer, data_config, seed, 0, held_out=True, num_proc=num_proc),
+    }
+    if len(splits["train"]) == 0:
+        raise UsageError("the corpus produced no training examples: it needs documents of two or more sentences")
+    for name, split in splits.items():
+        folder = Path(output_dir, name)
+        folder.mkdir(parents=True, exist_ok=True)
+        shards = max(1, -(-len(split) // examples_per_shard))
+        for index in range(shards):
+            split.shard(shards, index, contiguous=True).to_parquet(str(folder / f"{name}-{index:05d}.parquet"))
+    return {name: len(split) for name, split in splits.items()}
