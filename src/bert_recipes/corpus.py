@@ -102,8 +102,11 @@ def _load_local(files: Sequence[str], text_column: str, streaming: bool) -> data
     kind = kinds.pop()
     if kind == "text":
         # one generator shard per file, so split_dataset_by_node can hand whole files to ranks
-        source = datasets.IterableDataset if streaming else datasets.Dataset
-        return source.from_generator(read_text_documents, gen_kwargs={"files": list(files)})
+        if streaming:
+            return datasets.IterableDataset.from_generator(read_text_documents, gen_kwargs={"files": list(files)})
+        if next(read_text_documents(list(files)), None) is None:
+            raise UsageError(f"the corpus {', '.join(files)} is empty: it holds no text")
+        return datasets.Dataset.from_generator(read_text_documents, gen_kwargs={"files": list(files)})
     stream = datasets.load_dataset(kind, data_files=list(files), split="train", streaming=streaming)
     return _select_text(stream, text_column, f"'{files[0]}'")
 

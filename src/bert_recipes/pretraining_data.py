@@ -287,12 +287,15 @@ def examples_from_documents(
 
 def load_prepared(config: DataConfig, seed: int, epoch: int) -> tuple[datasets.IterableDataset, datasets.Dataset]:
     root = Path(config.prepared_data_dir)
-    train = datasets.load_dataset("parquet", data_dir=str(root / "train"), split="train")
-    evaluation = (
-        datasets.load_dataset("parquet", data_dir=str(root / "eval"), split="train")
-        if (root / "eval").is_dir()
-        else train.select(range(0))
-    )
+
+    def split(name: str) -> datasets.Dataset:
+        files = sorted(str(f) for f in (root / name).glob("*.parquet"))
+        return datasets.load_dataset("parquet", data_files={name: files}, split=name) if files else None
+
+    train, evaluation = split("train"), split("eval")
+    if train is None:
+        raise UsageError(f"--prepared_data_dir '{root}' has no train/*.parquet: write it with recipes/prepare_data.py")
+    evaluation = evaluation if evaluation is not None else train.select(range(0))
     # on disk the whole set is known, so each epoch can be a true shuffle
     shuffled = train.shuffle(seed=group_seed(seed, epoch, 0)).to_iterable_dataset(num_shards=max(1, len(train) // 1000))
     return shuffled, evaluation.select(range(min(config.eval_examples, len(evaluation))))
