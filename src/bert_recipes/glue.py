@@ -17,6 +17,7 @@ import evaluate
 import numpy as np
 from accelerate.logging import get_logger
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
@@ -257,22 +258,23 @@ def check_task_name(name: str) -> list[str]:
 
 
 def load_model_and_tokenizer(config: GlueConfig, task: Task):
+    source, remote = config.model_name_or_path, config.trust_remote_code
     try:
-        tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            config.model_name_or_path,
-            num_labels=task.num_labels,
-            trust_remote_code=config.trust_remote_code,
-        )
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=remote)
+        model_config = AutoConfig.from_pretrained(source, num_labels=task.num_labels, trust_remote_code=remote)
     except OSError as err:
+        raise UsageError(f"--model_name_or_path '{source}' cannot be loaded: {str(err)[:200]}") from None
+    if model_config.vocab_size < len(tokenizer):
         raise UsageError(
-            f"--model_name_or_path '{config.model_name_or_path}' cannot be loaded: {str(err)[:200]}"
-        ) from None
-    if model.config.vocab_size < len(tokenizer):
-        raise UsageError(
-            f"checkpoint '{config.model_name_or_path}' has vocab_size {model.config.vocab_size} but its tokenizer has "
+            f"checkpoint '{source}' has vocab_size {model_config.vocab_size} but its tokenizer has "
             f"{len(tokenizer)} tokens: they do not belong together"
         )
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, config=model_config, trust_remote_code=remote
+        )
+    except (OSError, RuntimeError) as err:
+        raise UsageError(f"checkpoint '{source}' cannot be loaded: {str(err)[:200]}") from None
     if task.labels:
         model.config.id2label = dict(enumerate(task.labels))
         model.config.label2id = {name: i for i, name in enumerate(task.labels)}
