@@ -8,14 +8,17 @@
 from bert_recipes.config import parse_config
 from bert_recipes.corpus import CorpusConfig
 from bert_recipes.errors import run_cli
+from bert_recipes.hub import HubConfig
 from bert_recipes.modeling import ModelConfig
 from bert_recipes.pretraining_data import DataConfig
 from bert_recipes.trainer import Pretrainer, TrainConfig
 
 
 def main(argv: list[str]) -> None:
-    corpus, data, model, train = parse_config([CorpusConfig, DataConfig, ModelConfig, TrainConfig], argv)
-    Pretrainer(corpus, data, model, train).run()
+    corpus, data, model, train, hub = parse_config(
+        [CorpusConfig, DataConfig, ModelConfig, TrainConfig, HubConfig], argv
+    )
+    Pretrainer(corpus, data, model, train, hub).run()
 
 
 if __name__ == "__main__":

@@ -234,14 +234,12 @@ def examples_of_group(
     config: DataConfig,
     seed: int,
     epoch: int,
-    held_out: bool,
 ) -> dict[str, list]:
     """The datasets.map function: one group of documents (a row of `.batch()`) in, its examples out."""
     out: dict[str, list] = {c: [] for c in COLUMNS}
+    max_tokens = config.max_seq_length - (2 if config.no_nsp else 3)
     for group, texts in zip(indices, batch["text"], strict=True):
-        docs = select_documents(texts, group * config.document_buffer_size, config.eval_every_nth_document, held_out)
-        max_tokens = config.max_seq_length - (2 if config.no_nsp else 3)
-        segmented = [tokenize_sentences(split_sentences(text), tokenizer, max_tokens) for text in docs]
+        segmented = [tokenize_sentences(split_sentences(text), tokenizer, max_tokens) for text in texts]
         rng = random.Random(group_seed(seed, epoch, group))
         if config.no_nsp:
             examples = packed_examples(segmented, config.max_seq_length, tokenizer.cls_token_id, tokenizer.sep_token_id)
@@ -262,11 +260,9 @@ def examples_of_group(
     return out
 
 
-def select_documents(texts: list[str], first_index: int, every_nth: int, held_out: bool) -> list[str]:
-    """Every Nth document of the corpus (by position) is held out; the rest are for training."""
-    if every_nth <= 0:
-        return [] if held_out else list(texts)
-    return [t for k, t in enumerate(texts) if ((first_index + k) % every_nth == 0) == held_out]
+def in_split(row: dict, index: int, every_nth: int, held_out: bool) -> bool:
+    """Every Nth document of the corpus (by position) is held out for evaluation; the rest are for training."""
+    return (every_nth > 0 and index % every_nth == 0) == held_out
 
 
 def examples_from_documents(
@@ -278,9 +274,17 @@ def examples_from_documents(
     held_out: bool = False,
     num_proc: int | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
-    """Documents (a `text` column) to examples; works the same on a streamed or an in-memory dataset."""
+    """Documents (a `text` column) to examples; works the same on a streamed or an in-memory dataset.
+
+    Held-out and training documents are separated before grouping, so random segments B of held-out pairs come
+    from other held-out documents only.
+    """
+    every = config.eval_every_nth_document
+    if every > 0 or held_out:
+        keep = partial(in_split, every_nth=every, held_out=held_out)
+        corpus = corpus.filter(keep, with_indices=True, **({"num_proc": num_proc} if num_proc else {}))
     groups = corpus.batch(batch_size=config.document_buffer_size)
-    build = partial(examples_of_group, tokenizer=tokenizer, config=config, seed=seed, epoch=epoch, held_out=held_out)
+    build = partial(examples_of_group, tokenizer=tokenizer, config=config, seed=seed, epoch=epoch)
     kwargs: dict[str, Any] = {"num_proc": num_proc, "desc": "building examples"} if num_proc else {}
     return groups.map(build, batched=True, batch_size=1, with_indices=True, remove_columns=["text"], **kwargs)
 

@@ -26,7 +26,9 @@ from bert_recipes import checkpointing as ckpt
 from bert_recipes.config import save_config
 from bert_recipes.corpus import CorpusConfig
 from bert_recipes.errors import UsageError
+from bert_recipes.hub import CheckpointPusher, HubConfig, check_hub_access
 from bert_recipes.masking import PretrainingCollator
+from bert_recipes.model_card import pretraining_card
 from bert_recipes.modeling import (
     ModelConfig,
     SparsePretrainingLoss,
@@ -191,12 +193,22 @@ def validate_run(model_cfg: ModelConfig, data_cfg: DataConfig, train: TrainConfi
 class Pretrainer:
     """Holds what one pretraining run needs; `run()` trains to the first stopping rule and saves the model."""
 
-    def __init__(self, corpus: CorpusConfig, data: DataConfig, model: ModelConfig, train: TrainConfig):
+    def __init__(
+        self,
+        corpus: CorpusConfig,
+        data: DataConfig,
+        model: ModelConfig,
+        train: TrainConfig,
+        hub: HubConfig | None = None,
+    ):
         self.corpus_cfg, self.data_cfg, self.model_cfg, self.train_cfg = corpus, data, model, train
+        self.hub_cfg = hub or HubConfig()
         self.accelerator = make_accelerator(train, data.no_nsp)
         check_sharding_applied(self.accelerator)
         self.tokenizer = load_tokenizer(model.tokenizer_name_or_path)
         self.resume_dir = validate_run(model, data, train, self.tokenizer)
+        repo_id = check_hub_access(self.hub_cfg) if self.accelerator.is_main_process else None
+        self.pusher = CheckpointPusher(self.hub_cfg, repo_id) if repo_id else None
         self.output_dir = Path(train.output_dir)
         self.state = TrainerState(world_size=self.accelerator.num_processes)
         set_seed(train.seed)
@@ -286,6 +298,8 @@ class Pretrainer:
             ) from None
         if acc.is_main_process:
             ckpt.rotate_checkpoints(self.output_dir, self.train_cfg.save_total_limit)
+            if self.pusher:
+                self.pusher.push_checkpoint(final, step)
         acc.wait_for_everyone()
         logger.info(f"saved {final}")
         return final
@@ -523,6 +537,9 @@ class Pretrainer:
         bar.close()
         self._checkpoint_now()
         self.save_model(self.output_dir)
+        if self.pusher and acc.is_main_process:
+            card = pretraining_card(self.output_dir, self.pusher.repo_id)
+            self.pusher.push_final(self.output_dir, card, self.state.step)
         acc.end_training()
         return eval_metrics
 
