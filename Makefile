@@ -37,6 +37,9 @@ quality: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/tokenizer_throughput.py
+	$(BIN)/python benchmarks/data_throughput.py
+	$(BIN)/python benchmarks/pretrain_throughput.py --tokenizer $(DEMO_DIR)/tokenizer
+	$(BIN)/python benchmarks/deepspeed_memory.py
 
 clean:
 	rm -rf $(VENV) runs

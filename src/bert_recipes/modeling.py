@@ -26,9 +26,16 @@ class ModelConfig:
     hidden_dropout_prob: float = field(default=0.1, metadata={"help": "Dropout on hidden states."})
     attention_probs_dropout_prob: float = field(default=0.1, metadata={"help": "Dropout on attention weights."})
     attn_implementation: str = field(default="sdpa", metadata={"help": "Attention kernel: sdpa or eager."})
+    vocab_size: int = field(
+        default=0, metadata={"help": "Embedding rows; 0 means the tokenizer's size (larger pads, e.g. to 30522)."}
+    )
 
 
 def build_bert_config(config: ModelConfig, vocab_size: int, pad_token_id: int) -> BertConfig:
+    """`vocab_size` is the tokenizer's; the model's is that, or config.vocab_size when larger."""
+    if config.vocab_size and config.vocab_size < vocab_size:
+        raise UsageError(f"--vocab_size {config.vocab_size} is smaller than the tokenizer's {vocab_size} tokens")
+    vocab_size = max(vocab_size, config.vocab_size)
     heads = config.num_attention_heads or max(1, config.hidden_size // 64)
     if config.hidden_size % heads:
         raise UsageError(f"--hidden_size {config.hidden_size} is not divisible by --num_attention_heads {heads}")

@@ -182,7 +182,7 @@ def validate_run(model_cfg: ModelConfig, data_cfg: DataConfig, train: TrainConfi
     resume = ckpt.resolve_resume_checkpoint(train.resume_from_checkpoint, train.output_dir)
     if resume is not None:
         saved_vocab = ckpt.read_json(resume / "config.json").get("vocab_size")
-        if saved_vocab != len(tokenizer):
+        if saved_vocab != max(len(tokenizer), model_cfg.vocab_size):
             raise UsageError(
                 f"checkpoint '{resume}' has vocab_size {saved_vocab} but tokenizer "
                 f"'{model_cfg.tokenizer_name_or_path}' has {len(tokenizer)} tokens: resume with the tokenizer it used"
