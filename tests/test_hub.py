@@ -106,7 +106,7 @@ def test_pushed_model_loads_from_the_hub_with_the_same_predictions(hub, tokenize
 def test_hub_failures_never_stop_training_and_a_later_push_completes(hub, tokenizer_dir, tmp_path):
     out = tmp_path / "run"
     env = hub_env(hub, tmp_path)
-    args = tiny_args(tokenizer_dir, out, "--max_steps", "40", "--save_steps", "5", "--eval_steps", "0")
+    args = tiny_args(tokenizer_dir, out, "--max_steps", "24", "--save_steps", "4", "--eval_steps", "0")
     push = ["--push_to_hub", "true", "--hub_model_id", "alice/flaky", "--hub_retries", "2", "--hub_retry_delay", "0.1"]
     proc = subprocess.Popen(
         [sys.executable, str(RECIPES / "pretrain.py"), *args, *push],
@@ -122,7 +122,7 @@ def test_hub_failures_never_stop_training_and_a_later_push_completes(hub, tokeni
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-3000:]
     assert "failed" in stderr and "push it later with recipes/push_to_hub.py" in stderr
-    assert (out / "checkpoint-40" / "model.safetensors").is_file() and (out / "model.safetensors").is_file()
+    assert (out / "checkpoint-24" / "model.safetensors").is_file() and (out / "model.safetensors").is_file()
     assert TOKEN not in stdout + stderr
 
     revived = HubServer().start()
