@@ -116,12 +116,29 @@ def create_app(state: HubState) -> Flask:
     def find(ns: str, name: str) -> tuple[str, Repo | None]:
         return f"{ns}/{name}", state.repos.get(f"{ns}/{name}")
 
-    @app.post("/api/models/<ns>/<name>/branch/<path:branch>")
-    def create_branch(ns, name, branch):
+    def find_commit(ns: str, name: str, revision: str) -> tuple[str, Repo | None, str | None, Response | None]:
+        """The repo and the commit a branch, tag or sha names, or the 404 saying which is missing."""
+        repo_id, repo = find(ns, name)
+        if repo is None:
+            return repo_id, None, None, error(404, "Repository not found", "RepoNotFound")
+        oid = repo.resolve(revision)
+        if oid is None:
+            return repo_id, repo, None, error(404, "Revision not found", "RevisionNotFound")
+        return repo_id, repo, oid, None
+
+    def find_writable(ns: str, name: str) -> tuple[str, Repo | None, Response | None]:
+        """The repo to write to, or the response refusing it (401, 403, 404)."""
         repo_id, repo = find(ns, name)
         denied = writable(repo_id)
         if denied or repo is None:
-            return denied or error(404, "Repository not found", "RepoNotFound")
+            return repo_id, None, denied or error(404, "Repository not found", "RepoNotFound")
+        return repo_id, repo, None
+
+    @app.post("/api/models/<ns>/<name>/branch/<path:branch>")
+    def create_branch(ns, name, branch):
+        _, repo, refused = find_writable(ns, name)
+        if refused:
+            return refused
         if branch in repo.refs:
             return error(409, "Reference already exists")
         repo.refs[branch] = repo.refs["main"]
@@ -138,10 +155,9 @@ def create_app(state: HubState) -> Flask:
 
     @app.post("/api/models/<ns>/<name>/commit/<path:revision>")
     def commit(ns, name, revision):
-        repo_id, repo = find(ns, name)
-        denied = writable(repo_id)
-        if denied or repo is None:
-            return denied or error(404, "Repository not found", "RepoNotFound")
+        repo_id, repo, refused = find_writable(ns, name)
+        if refused:
+            return refused
         parent = repo.resolve(revision)
         if parent is None:
             return error(404, f"Revision {revision} not found", "RevisionNotFound")
@@ -165,10 +181,9 @@ def create_app(state: HubState) -> Flask:
 
     @app.post("/api/models/<ns>/<name>/tag/<path:revision>")
     def create_tag(ns, name, revision):
-        repo_id, repo = find(ns, name)
-        denied = writable(repo_id)
-        if denied or repo is None:
-            return denied or error(404, "Repository not found", "RepoNotFound")
+        _, repo, refused = find_writable(ns, name)
+        if refused:
+            return refused
         tag = request.json["tag"]
         if tag in repo.tags:
             return error(409, "Tag already exists")
@@ -198,22 +213,18 @@ def create_app(state: HubState) -> Flask:
     @app.get("/api/models/<ns>/<name>")
     @app.get("/api/models/<ns>/<name>/revision/<path:revision>")
     def info(ns, name, revision="main"):
-        repo_id, repo = find(ns, name)
-        if repo is None:
-            return error(404, "Repository not found", "RepoNotFound")
-        oid = repo.resolve(revision)
-        if oid is None:
-            return error(404, "Revision not found", "RevisionNotFound")
+        repo_id, repo, oid, missing = find_commit(ns, name, revision)
+        if missing:
+            return missing
         siblings = [{"rfilename": p} for p in sorted(repo.commits[oid])]
         return jsonify({"id": repo_id, "modelId": repo_id, "sha": oid, "private": repo.private, "siblings": siblings})
 
     @app.get("/api/models/<ns>/<name>/tree/<revision>")
     @app.get("/api/models/<ns>/<name>/tree/<revision>/<path:subpath>")
     def tree(ns, name, revision, subpath=""):
-        _, repo = find(ns, name)
-        oid = repo.resolve(revision) if repo else None
-        if oid is None:
-            return error(404, "Repository or revision not found", "RepoNotFound")
+        _, repo, oid, missing = find_commit(ns, name, revision)
+        if missing:
+            return missing
         prefix = f"{subpath.strip('/')}/" if subpath else ""
         files = repo.commits[oid]
         entries = [
@@ -225,12 +236,9 @@ def create_app(state: HubState) -> Flask:
 
     @app.route("/<ns>/<name>/resolve/<revision>/<path:filename>", methods=["GET", "HEAD"])
     def resolve(ns, name, revision, filename):
-        _, repo = find(ns, name)
-        if repo is None:
-            return error(404, "Repository not found", "RepoNotFound")
-        oid = repo.resolve(revision)
-        if oid is None:
-            return error(404, "Revision not found", "RevisionNotFound")
+        _, repo, oid, missing = find_commit(ns, name, revision)
+        if missing:
+            return missing
         content = repo.commits[oid].get(filename)
         if content is None:
             return error(404, "Entry not found", "EntryNotFound")
