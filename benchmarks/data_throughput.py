@@ -1,18 +1,24 @@
-"""Examples/s and tokens/s of the pretraining data pipeline, side by side in one run:
-the streamed pipeline, prepare_data with 1 and 2 processes, and a straightforward port of the reference approach
-(google-research/bert: the slow tokenizer, one sentence at a time).
+"""Examples/s and tokens/s of the pretraining data pipeline, side by side in one run: the streamed pipeline,
+prepare_data (Parquet shards written) with 1 and 2 processes, and a straightforward port of the reference approach
+(google-research/bert's create_pretraining_data.py: the slow tokenizer, one sentence at a time, the whole corpus in
+memory as the pool of random documents).
 
-    python benchmarks/data_throughput.py [--documents 200] [--tokenizer runs/demo/tokenizer]
+    python benchmarks/data_throughput.py [--documents 0] [--tokenizer runs/demo/tokenizer]
+
+The tokenizer is loaded from disk, as a run would (a reloaded tokenizer can be much slower than a fresh one).
 """
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import os
 import platform
 import random
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,30 +27,33 @@ from accelerate import PartialState
 from transformers import AutoTokenizer, BertTokenizerLegacy
 
 from bert_recipes.config import parse_config
-from bert_recipes.corpus import CorpusConfig, load_corpus
+from bert_recipes.corpus import DEMO_CORPUS, CorpusConfig, load_corpus
 from bert_recipes.pretraining_data import (
     DataConfig,
     PairBuilder,
     Segment,
     examples_from_documents,
+    prepare_to_disk,
     split_sentences,
 )
 
 
 @dataclass
 class BenchConfig:
-    documents: int = field(default=200, metadata={"help": "Documents of the demo corpus to process."})
+    documents: int = field(default=0, metadata={"help": "Documents of the demo corpus to process (0: all)."})
     tokenizer: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer directory."})
+    max_seq_length: int = field(default=128, metadata={"help": "Tokens per example."})
     output_json: str = field(default="benchmarks/results/data_throughput.json", metadata={"help": "Results."})
 
 
-def reference_port(texts: list[str], tokenizer_dir: str, config: DataConfig) -> list[dict]:
-    """The reference's way: slow WordPiece, one sentence at a time, then the same pairing."""
+def reference_port(corpus_file: str, tokenizer_dir: str, config: DataConfig) -> list[dict]:
+    """The reference's way: every document read and tokenized sentence by sentence with the slow WordPiece,
+    then paired with the whole corpus as the pool of random documents."""
     slow = BertTokenizerLegacy.from_pretrained(tokenizer_dir)
     docs = []
-    for text in texts:
+    for row in load_corpus(CorpusConfig(train_files=[corpus_file])):
         segments = []
-        for sentence in split_sentences(text):
+        for sentence in split_sentences(row["text"]):
             ids = slow.convert_tokens_to_ids(slow.tokenize(sentence))[: config.max_seq_length - 3]
             if ids:
                 segments.append(Segment(ids, [1] * len(ids)))
@@ -53,53 +62,82 @@ def reference_port(texts: list[str], tokenizer_dir: str, config: DataConfig) -> 
     return builder.group_examples(docs, random.Random(0))
 
 
-def timed(fn) -> tuple[list, float]:
+def streamed(corpus_file: str, tokenizer, config: DataConfig) -> list[dict]:
+    corpus = load_corpus(CorpusConfig(train_files=[corpus_file]))
+    return list(examples_from_documents(corpus, tokenizer, config, 0, 0))
+
+
+def prepared(corpus_file: str, tokenizer, config: DataConfig, num_proc: int) -> int:
+    with tempfile.TemporaryDirectory() as out:
+        counts = prepare_to_disk(CorpusConfig(train_files=[corpus_file]), config, tokenizer, out, 0, num_proc=num_proc)
+    return counts["train"]
+
+
+def corpus_file(documents: int, folder: str) -> str:
+    if documents <= 0:
+        return DEMO_CORPUS
+    path = Path(folder) / "corpus.jsonl.gz"
+    with gzip.open(DEMO_CORPUS, "rt", encoding="utf-8") as src, gzip.open(path, "wt", encoding="utf-8") as out:
+        out.writelines(itertools.islice(src, documents))
+    return str(path)
+
+
+def timed(fn: Callable[[], object]) -> tuple[object, float]:
     start = time.perf_counter()
-    rows = fn()
-    return rows, time.perf_counter() - start
+    result = fn()
+    return result, time.perf_counter() - start
 
 
 def main() -> None:
     PartialState()
+    # a cache hit would time a file copy: every run must build its examples
+    datasets.disable_caching()
     (bench,) = parse_config([BenchConfig])
     tokenizer = AutoTokenizer.from_pretrained(bench.tokenizer)
-    config = DataConfig(eval_every_nth_document=0, document_buffer_size=32)
-    texts = [row["text"] for row in itertools.islice(load_corpus(CorpusConfig()), bench.documents)]
-    in_memory = datasets.Dataset.from_dict({"text": texts})
-    streamed = datasets.IterableDataset.from_generator(lambda: ({"text": t} for t in texts))
-    runs = {
-        "reference port (slow tokenizer, one sentence at a time)": lambda: reference_port(
-            texts, bench.tokenizer, config
-        ),
-        "streamed pipeline": lambda: list(examples_from_documents(streamed, tokenizer, config, 0, 0)),
-        "prepare_data, 1 process": lambda: examples_from_documents(in_memory, tokenizer, config, 0, 0).to_list(),
-        "prepare_data, 2 processes": lambda: examples_from_documents(
-            in_memory, tokenizer, config, 0, 0, num_proc=2
-        ).to_list(),
-    }
-    rows = []
-    for name, fn in runs.items():
-        examples, seconds = timed(fn)
+    config = DataConfig(max_seq_length=bench.max_seq_length, eval_every_nth_document=0)
+    with tempfile.TemporaryDirectory() as folder:
+        source = corpus_file(bench.documents, folder)
+        reference, reference_seconds = timed(lambda: reference_port(source, bench.tokenizer, config))
+        examples, streamed_seconds = timed(lambda: streamed(source, tokenizer, config))
         tokens = sum(len(e["input_ids"]) for e in examples)
+        runs = [
+            ("reference port (slow tokenizer, one sentence at a time)", reference_seconds, reference),
+            ("streamed pipeline", streamed_seconds, examples),
+        ]
+        for num_proc in (1, 2):
+            count, seconds = timed(lambda n=num_proc: prepared(source, tokenizer, config, n))
+            # prepare_data writes the streamed examples (a test checks they are identical), so their tokens too
+            assert count == len(examples), (count, len(examples))
+            runs.append((f"prepare_data.py, {num_proc} process{'es' if num_proc > 1 else ''}", seconds, examples))
+    rows = []
+    for name, seconds, produced in runs:
+        produced_tokens = tokens if produced is examples else sum(len(e["input_ids"]) for e in produced)
         rows.append(
-            {"pipeline": name, "examples_per_second": len(examples) / seconds, "tokens_per_second": tokens / seconds}
+            {
+                "pipeline": name,
+                "seconds": seconds,
+                "examples": len(produced),
+                "examples_per_second": len(produced) / seconds,
+                "tokens_per_second": produced_tokens / seconds,
+            }
         )
     base = rows[0]["tokens_per_second"]
+    for row in rows:
+        row["tokens_per_second_vs_reference"] = row["tokens_per_second"] / base
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "documents": bench.documents,
-        "characters": sum(map(len, texts)),
+        "corpus": source if bench.documents <= 0 else f"first {bench.documents} documents of {DEMO_CORPUS}",
         "config": asdict(bench),
         "rows": rows,
     }
     Path(bench.output_json).parent.mkdir(parents=True, exist_ok=True)
     Path(bench.output_json).write_text(json.dumps(result, indent=2))
-    print("| pipeline | examples/s | tokens/s | vs reference |")
-    print("|---|---|---|---|")
+    print("| pipeline | seconds | examples | examples/s | tokens/s | vs reference |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['pipeline']} | {r['examples_per_second']:,.0f} | {r['tokens_per_second']:,.0f} | "
-            f"{r['tokens_per_second'] / base:.1f}x |"
+            f"| {r['pipeline']} | {r['seconds']:.1f} | {r['examples']:,} | {r['examples_per_second']:,.0f} | "
+            f"{r['tokens_per_second']:,.0f} | {r['tokens_per_second_vs_reference']:.1f}x |"
         )
 
 

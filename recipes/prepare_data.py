@@ -2,7 +2,10 @@
 
     python recipes/prepare_data.py --train_files corpus.txt.gz --tokenizer_name_or_path runs/tokenizer \
         --max_seq_length 128 --dupe_factor 5 --num_proc 8 --output_dir data/prepared-128
-    # then: recipes/pretrain.py ... --prepared_data_dir data/prepared-128
+    # then: recipes/pretrain.py ... --max_seq_length 128 --prepared_data_dir data/prepared-128
+
+The examples are the ones recipes/pretrain.py would stream with the same seed; each of the `--dupe_factor` copies
+of the corpus is paired anew (as the next epoch of the stream would be). Masking stays dynamic, in the trainer.
 """
 
 from dataclasses import dataclass, field
@@ -18,7 +21,7 @@ from bert_recipes.tokenization import load_tokenizer
 class PrepareConfig:
     tokenizer_name_or_path: str = field(default="runs/tokenizer", metadata={"help": "Tokenizer dir or Hub id."})
     output_dir: str = field(default="runs/prepared", metadata={"help": "Where the train/ and eval/ shards go."})
-    seed: int = field(default=42, metadata={"help": "Seed for pairing."})
+    seed: int = field(default=42, metadata={"help": "Seed for pairing; pretrain.py's --seed gives the same pairs."})
     dupe_factor: int = field(default=1, metadata={"help": "Copies of the corpus, each paired differently."})
     num_proc: int = field(default=1, metadata={"help": "Worker processes."})
 

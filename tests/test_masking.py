@@ -1,14 +1,30 @@
-"""Dynamic masking: rates within binomial bounds, 80/10/10, specials and padding untouched, whole words."""
+"""Dynamic masking: rates within binomial bounds, 80/10/10, specials and padding untouched, whole words with any
+fast tokenizer, exact restore of the generator."""
 
 from __future__ import annotations
 
 import math
 
+import datasets
 import pytest
 import torch
-from transformers import AutoTokenizer
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from bert_recipes.corpus import CorpusConfig, load_corpus
 from bert_recipes.masking import PretrainingCollator, pad_rows
+from bert_recipes.pretraining_data import DataConfig, examples_from_documents
+
+CONFIG = DataConfig(max_seq_length=64, document_buffer_size=16, eval_every_nth_document=0)
+
+
+def within_binomial(successes: int, trials: int, p: float, sigmas: float = 4.5) -> bool:
+    return abs(successes - trials * p) <= sigmas * math.sqrt(trials * p * (1 - p))
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    return [row["text"][:3000] for row, _ in zip(load_corpus(CorpusConfig()), range(40), strict=False)]
 
 
 @pytest.fixture(scope="module")
@@ -16,84 +32,123 @@ def tokenizer(tokenizer_dir):
     return AutoTokenizer.from_pretrained(tokenizer_dir)
 
 
-def example(tokenizer, text_a: str, text_b: str) -> dict:
-    enc = tokenizer(text_a, text_b)
-    words = enc.word_ids()
-    starts = [int(w is None or k == 0 or w != words[k - 1]) for k, w in enumerate(words)]
-    return {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"], "word_starts": starts}
+@pytest.fixture(scope="module")
+def examples(tokenizer, texts) -> list[dict]:
+    """About 1,500 real pairs from the pipeline (so with word_starts), shorter ones included for padding."""
+    return examples_from_documents(datasets.Dataset.from_dict({"text": texts}), tokenizer, CONFIG, 0, 0).to_list()
 
 
 @pytest.fixture(scope="module")
-def examples(tokenizer):
-    texts = [
-        "The extraordinarily unbelievable circumstances surrounded everybody quite unexpectedly.",
-        "Notwithstanding the incomprehensible bureaucracy, the townspeople persevered.",
-        "She whispered something indistinguishable about the mysterious lighthouse keeper.",
-    ]
-    return [example(tokenizer, texts[i % 3], texts[(i + 1) % 3][: 20 + i % 50]) for i in range(400)]
+def byte_level_tokenizer(texts) -> PreTrainedTokenizerFast:
+    """A GPT-2 style byte-level BPE with a tiny vocabulary: words split into many pieces and no "##" anywhere."""
+    model = Tokenizer(models.BPE(unk_token="[UNK]"))
+    model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    model.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=model,
+        model_max_length=512,
+        **dict(zip(["pad_token", "unk_token", "cls_token", "sep_token", "mask_token"], specials, strict=True)),
+    )
 
 
-def within_binomial(successes: int, trials: int, p: float, sigmas: float = 4.5) -> bool:
-    return abs(successes - trials * p) <= sigmas * math.sqrt(trials * p * (1 - p))
+def batches(collator, examples, size: int = 32):
+    for i in range(0, len(examples), size):
+        group = examples[i : i + size]
+        yield group, collator(group)
 
 
-def collate_many(collator, examples, rounds: int = 10):
-    return [collator(examples[i : i + 40]) for _ in range(rounds) for i in range(0, len(examples), 40)]
+def originals(group: list[dict], length: int, pad_id: int) -> torch.Tensor:
+    return pad_rows([e["input_ids"] for e in group], length, pad_id)
 
 
-def test_masked_fraction_and_80_10_10_split(tokenizer, examples):
-    collator = PretrainingCollator(tokenizer, mlm_probability=0.15, seed=1)
-    maskable = chosen = as_mask = unchanged = 0
-    for original, batch in ((examples[i : i + 40], collator(examples[i : i + 40])) for i in range(0, 400, 40)):
-        ids = pad_rows([e["input_ids"] for e in original], batch["input_ids"].shape[1], tokenizer.pad_token_id)
-        specials = torch.isin(ids, torch.tensor(tokenizer.all_special_ids))
-        maskable += int((~specials & batch["attention_mask"].bool()).sum())
+@pytest.mark.parametrize("whole_word_mask", [False, True], ids=["tokens", "whole_words"])
+def test_masked_fraction_and_80_10_10_split(tokenizer, examples, whole_word_mask):
+    collator = PretrainingCollator(tokenizer, mlm_probability=0.15, whole_word_mask=whole_word_mask, seed=1)
+    specials = torch.tensor(tokenizer.all_special_ids)
+    units = chosen_units = chosen = as_mask = unchanged = 0
+    for group, batch in batches(collator, examples):
+        ids = originals(group, batch["input_ids"].shape[1], tokenizer.pad_token_id)
+        maskable = ~torch.isin(ids, specials) & batch["attention_mask"].bool()
         picked = batch["labels"] != -100
+        assert torch.equal(batch["labels"][picked], ids[picked])
+        if whole_word_mask:  # words are picked independently, so the binomial holds for words, not tokens
+            starts = pad_rows([e["word_starts"] for e in group], ids.shape[1], 0).bool() & maskable
+            units, chosen_units = units + int(starts.sum()), chosen_units + int((starts & picked).sum())
+        else:
+            units, chosen_units = units + int(maskable.sum()), chosen_units + int(picked.sum())
         chosen += int(picked.sum())
         as_mask += int((batch["input_ids"][picked] == tokenizer.mask_token_id).sum())
         unchanged += int((batch["input_ids"][picked] == ids[picked]).sum())
-        assert torch.equal(batch["labels"][picked], ids[picked])
-    assert within_binomial(chosen, maskable, 0.15)
+    assert units > 20_000
+    assert within_binomial(chosen_units, units, 0.15), chosen_units / units
     assert within_binomial(as_mask, chosen, 0.8)
     # "unchanged" also counts random replacements that drew the original token (1/vocab of the 10%)
     assert within_binomial(unchanged, chosen, 0.1 + 0.1 / len(tokenizer))
 
 
-def test_specials_and_padding_are_never_masked(tokenizer, examples):
-    collator = PretrainingCollator(tokenizer, mlm_probability=0.9, seed=2)
-    for batch in collate_many(collator, examples, rounds=2):
+@pytest.mark.parametrize("whole_word_mask", [False, True], ids=["tokens", "whole_words"])
+def test_specials_and_padding_are_never_masked(tokenizer, examples, whole_word_mask):
+    collator = PretrainingCollator(tokenizer, mlm_probability=0.9, whole_word_mask=whole_word_mask, seed=2)
+    specials = torch.tensor(tokenizer.all_special_ids)
+    padded_rows = 0
+    for group, batch in batches(collator, examples):
+        ids = originals(group, batch["input_ids"].shape[1], tokenizer.pad_token_id)
         picked = batch["labels"] != -100
+        padded_rows += int((batch["attention_mask"] == 0).any(dim=1).sum())
         assert not picked[batch["attention_mask"] == 0].any()
-        originals = batch["labels"][picked]
-        assert not torch.isin(originals, torch.tensor(tokenizer.all_special_ids)).any()
-        cls_sep = torch.isin(batch["input_ids"], torch.tensor([tokenizer.cls_token_id, tokenizer.sep_token_id]))
-        assert (cls_sep & ~picked).sum() == 3 * len(batch["input_ids"])
+        assert not torch.isin(ids[picked], specials).any()
+        assert torch.equal(batch["input_ids"][~picked], ids[~picked]), "what is not predicted is never changed"
+        assert picked.sum() > 0.8 * (~torch.isin(ids, specials)).sum()
+    assert padded_rows > 50, "the examples must include padded rows"
 
 
-def test_batches_are_padded_to_a_multiple_of_8(tokenizer, examples):
-    batch = PretrainingCollator(tokenizer)(examples[:7])
-    longest = max(len(e["input_ids"]) for e in examples[:7])
+def test_batches_are_padded_to_a_multiple_of_8_and_keep_only_model_inputs(tokenizer, examples):
+    group = [e for e in examples if len(e["input_ids"]) < 50][:7]
+    batch = PretrainingCollator(tokenizer)(group)
+    longest = max(len(e["input_ids"]) for e in group)
     assert batch["input_ids"].shape[1] % 8 == 0 and longest <= batch["input_ids"].shape[1] < longest + 8
-    assert set(batch) == {"input_ids", "token_type_ids", "attention_mask", "labels"}
+    assert set(batch) == {"input_ids", "token_type_ids", "attention_mask", "labels", "next_sentence_label"}
+    assert batch["next_sentence_label"].tolist() == [e["next_sentence_label"] for e in group]
+    ids = originals(group, batch["input_ids"].shape[1], tokenizer.pad_token_id)
+    assert torch.equal(batch["attention_mask"], (ids != tokenizer.pad_token_id).long())
+
+
+def check_whole_words(collator, examples) -> int:
+    """Assert each word is predicted whole or not at all; return how many multi-piece words were seen."""
+    split_words = 0
+    for group, batch in batches(collator, examples):
+        for row, e in enumerate(group):
+            picked = (batch["labels"][row, : len(e["input_ids"])] != -100).tolist()
+            words: list[list[bool]] = []
+            for k, is_start in enumerate(e["word_starts"]):
+                if is_start:
+                    words.append([])
+                words[-1].append(picked[k])
+            multi = [w for w in words if len(w) > 1]
+            split_words += len(multi)
+            assert all(all(w) or not any(w) for w in multi)
+    return split_words
 
 
 def test_whole_word_masking_masks_all_pieces_or_none(tokenizer, examples):
     collator = PretrainingCollator(tokenizer, mlm_probability=0.3, whole_word_mask=True, seed=3)
-    split_words = 0
-    for start in range(0, 400, 40):
-        group = examples[start : start + 40]
-        batch = collator(group)
-        for row, e in enumerate(group):
-            picked = (batch["labels"][row, : len(e["input_ids"])] != -100).tolist()
-            word = -1
-            pieces: dict[int, list[bool]] = {}
-            for k, is_start in enumerate(e["word_starts"]):
-                word += is_start
-                pieces.setdefault(word, []).append(picked[k])
-            multi = [p for w, p in pieces.items() if len(p) > 1 and e["input_ids"][0] == tokenizer.cls_token_id]
-            split_words += len(multi)
-            assert all(all(p) or not any(p) for p in multi)
-    assert split_words > 100, "the test text must contain words split into several pieces"
+    assert check_whole_words(collator, examples) > 1000
+
+
+def test_whole_word_masking_works_without_hash_hash_prefixes(byte_level_tokenizer, texts):
+    tokenizer = byte_level_tokenizer
+    examples = examples_from_documents(datasets.Dataset.from_dict({"text": texts}), tokenizer, CONFIG, 0, 0).to_list()
+    for e in examples[:200]:
+        tokens = tokenizer.convert_ids_to_tokens(e["input_ids"])
+        assert not any(t.startswith("##") for t in tokens)
+        # a piece that carries the byte-level space marker always starts a word
+        assert all(start for t, start in zip(tokens, e["word_starts"], strict=True) if t.startswith("Ġ"))
+    collator = PretrainingCollator(tokenizer, mlm_probability=0.3, whole_word_mask=True, seed=3)
+    assert check_whole_words(collator, examples) > 1000
 
 
 def test_same_seed_same_masks_and_generator_state_restores(tokenizer, examples):
@@ -103,4 +158,4 @@ def test_same_seed_same_masks_and_generator_state_restores(tokenizer, examples):
     first = a(examples[:16])
     a.generator.set_state(state)
     assert torch.equal(a(examples[:16])["labels"], first["labels"])
-    assert not torch.equal(a(examples[:16])["labels"], first["labels"])
+    assert not torch.equal(a(examples[:16])["labels"], first["labels"]), "each call masks anew"

@@ -1,37 +1,68 @@
 """BERT pretraining examples from raw documents: sentence pairs for next-sentence prediction, or packed MLM-only
 sequences, streamed or written to disk by the same code.
 
-Documents are processed in groups of `document_buffer_size` (consecutive in the corpus). A group is the bounded
-buffer from which "random next" segments are drawn, and every random choice for it comes from a `random.Random`
-seeded with (seed, epoch, group index). So a group's examples depend only on its documents, which is what makes
-the stream resumable exactly from `state_dict()`, lets processes build groups independently, and makes the
-streamed and on-disk examples identical. The reference implementation draws random documents from the whole
-corpus held in memory; a group of a few hundred documents gives the same statistics with bounded memory.
+The pipeline is three transformations of the corpus, the same on a streamed `IterableDataset` and on an Arrow
+`Dataset`:
+
+1. `document_pieces`: each document is tagged with a key (a CRC of its text) and cut into pieces of at most
+   `MAX_PIECE_CHARS` characters, so one enormous document cannot blow up the memory of a group. The key decides
+   which split the document belongs to (about one in `eval_every_nth_document` is held out); it depends on the text
+   only, so the choice is the same whatever the order, sharding or number of processes.
+2. `.batch(document_buffer_size)`: a group of consecutive pieces is the bounded buffer of "recent documents" that
+   random segments B are drawn from. The reference implementation draws from the whole corpus held in memory; a
+   group of a hundred or so documents gives the same statistics with bounded memory.
+3. `examples_of_group`: sentences (blingfire), one batched call of the fast tokenizer for the whole group, then
+   google-research/bert's pairing, driven by a `random.Random` seeded with (seed, epoch, group index, key of the
+   group's first document). A group's examples therefore depend on its documents alone: replaying a group after
+   `load_state_dict` gives the same examples (exact resume), and streamed and on-disk examples are identical.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import blingfire
 import datasets
+from accelerate.logging import get_logger
 from transformers import PreTrainedTokenizerFast
 
 from bert_recipes.corpus import CorpusConfig, load_corpus
 from bert_recipes.errors import UsageError
 
+logger = get_logger(__name__)
+
 COLUMNS = ["input_ids", "token_type_ids", "attention_mask", "word_starts", "next_sentence_label"]
+# about 25k tokens: a group of 128 pieces stays in the tens of megabytes even when one document is a whole library
+MAX_PIECE_CHARS = 100_000
+PREPARED_METADATA = "data_config.json"
+PIECE_FEATURES = datasets.Features({"text": datasets.Value("string"), "doc_key": datasets.Value("int64")})
+
+
+def example_features(no_nsp: bool) -> datasets.Features:
+    """Declared rather than inferred: an empty split (no held-out document) must still have its columns."""
+    small = datasets.List(datasets.Value("int8"))
+    features = {
+        "input_ids": datasets.List(datasets.Value("int32")),
+        "token_type_ids": small,
+        "attention_mask": small,
+        "word_starts": small,
+    }
+    return datasets.Features(features if no_nsp else {**features, "next_sentence_label": datasets.Value("int8")})
 
 
 @dataclass
 class DataConfig:
     max_seq_length: int = field(default=128, metadata={"help": "Tokens per example, [CLS] and [SEP]s included."})
-    short_seq_prob: float = field(default=0.1, metadata={"help": "Probability of a shorter random target length."})
+    short_seq_prob: float = field(
+        default=0.1, metadata={"help": "Probability that a document's pairs aim at a shorter random length."}
+    )
     nsp_probability: float = field(default=0.5, metadata={"help": "Probability that segment B is a random one."})
     no_nsp: bool = field(default=False, metadata={"help": "MLM only: pack documents to full length, no NSP."})
     mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of tokens (or words) masked."})
@@ -40,7 +71,11 @@ class DataConfig:
         default=128, metadata={"help": "Documents per group: the pool that random segments B are drawn from."}
     )
     eval_every_nth_document: int = field(
-        default=100, metadata={"help": "Every Nth document is held out for evaluation (0: none)."}
+        default=100,
+        metadata={
+            "help": "Hold out about one document in N for evaluation, chosen by a hash of its text so the choice "
+            "does not depend on order or sharding (0: none)."
+        },
     )
     eval_examples: int = field(default=256, metadata={"help": "Most held-out examples used per evaluation."})
     prepared_data_dir: str | None = field(
@@ -49,6 +84,7 @@ class DataConfig:
 
 
 def validate_data_config(config: DataConfig, tokenizer: PreTrainedTokenizerFast) -> None:
+    """Raise UsageError for any setting the data pipeline cannot honour, before heavy work starts."""
     if config.max_seq_length < 8:
         raise UsageError(f"--max_seq_length {config.max_seq_length} is too short: use at least 8 (BERT uses 128/512)")
     if config.max_seq_length > tokenizer.model_max_length:
@@ -56,6 +92,8 @@ def validate_data_config(config: DataConfig, tokenizer: PreTrainedTokenizerFast)
             f"--max_seq_length {config.max_seq_length} exceeds the tokenizer's model_max_length "
             f"{tokenizer.model_max_length}: lower it or retrain the tokenizer with a larger --model_max_length"
         )
+    if not getattr(tokenizer, "is_fast", False):
+        raise UsageError("the tokenizer has no fast version (tokenizer.json): whole-word boundaries need one")
     if tokenizer.mask_token_id is None or tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
         raise UsageError("the tokenizer lacks [MASK], [CLS] or [SEP]: train one with tokenizer/train_tokenizer.py")
     for name in ("short_seq_prob", "nsp_probability", "mlm_probability"):
@@ -63,14 +101,73 @@ def validate_data_config(config: DataConfig, tokenizer: PreTrainedTokenizerFast)
             raise UsageError(f"--{name} must be between 0 and 1, got {getattr(config, name)}")
     if config.document_buffer_size < 2:
         raise UsageError("--document_buffer_size must be at least 2: random segments need another document")
-    if config.prepared_data_dir and not Path(config.prepared_data_dir, "train").is_dir():
+    if config.eval_every_nth_document < 0 or config.eval_examples < 0:
+        raise UsageError("--eval_every_nth_document and --eval_examples must be 0 or more")
+    if config.prepared_data_dir:
+        check_prepared_data(config)
+
+
+def check_prepared_data(config: DataConfig) -> None:
+    root = Path(config.prepared_data_dir)
+    metadata = root / PREPARED_METADATA
+    if not metadata.is_file() or not any((root / "train").glob("*.parquet")):
         raise UsageError(
-            f"--prepared_data_dir '{config.prepared_data_dir}' has no train/ folder: "
+            f"--prepared_data_dir '{root}' has no {PREPARED_METADATA} and train/*.parquet: "
             "write it with recipes/prepare_data.py"
         )
+    written = json.loads(metadata.read_text(encoding="utf-8"))
+    for name in ("max_seq_length", "no_nsp"):
+        if written[name] != getattr(config, name):
+            raise UsageError(
+                f"--prepared_data_dir '{root}' was written with {name}={written[name]} but this run has "
+                f"--{name} {getattr(config, name)}: use the same value or prepare the data again"
+            )
 
 
-# ---- sentences and segments ----------------------------------------------------------------------------------
+# ---- documents, sentences and segments -------------------------------------------------------------------------
+
+
+def document_key(text: str) -> int:
+    return zlib.crc32(text.encode("utf-8", errors="replace"))
+
+
+def is_held_out(key: int, every_nth: int) -> bool:
+    return every_nth > 0 and key % every_nth == 0
+
+
+def cut_into_pieces(text: str, limit: int = MAX_PIECE_CHARS) -> list[str]:
+    """Pieces of at most `limit` characters, cut at a paragraph break or else at a space where possible."""
+    pieces = []
+    while len(text) > limit:
+        cut = text.rfind("\n", 0, limit)
+        if cut <= 0:
+            cut = text.rfind(" ", 0, limit)
+        cut = cut if cut > 0 else limit
+        pieces.append(text[:cut])
+        text = text[cut:].lstrip()
+    return [*pieces, text] if text else pieces
+
+
+def document_pieces(batch: dict[str, list], *, every_nth: int, held_out: bool) -> dict[str, list]:
+    """The documents of one split, tagged with their key and cut into bounded pieces (a batched map)."""
+    out: dict[str, list] = {"text": [], "doc_key": []}
+    for text in batch["text"]:
+        if not text or not text.strip():
+            continue
+        key = document_key(text)
+        if is_held_out(key, every_nth) == held_out:
+            pieces = cut_into_pieces(text)
+            out["text"].extend(pieces)
+            out["doc_key"].extend([key] * len(pieces))
+    return out
+
+
+def split_sentences(document: str) -> list[str]:
+    sentences = []
+    for paragraph in document.split("\n"):
+        if paragraph.strip():
+            sentences.extend(s for s in blingfire.text_to_sentences(paragraph).split("\n") if s.strip())
+    return sentences
 
 
 @dataclass
@@ -84,40 +181,62 @@ class Segment:
         return len(self.ids)
 
 
-def split_sentences(document: str) -> list[str]:
-    sentences = []
-    for paragraph in document.split("\n"):
-        if paragraph.strip():
-            sentences.extend(s for s in blingfire.text_to_sentences(paragraph).split("\n") if s.strip())
-    return sentences
+def word_starts(word_ids: list[int | None]) -> list[int]:
+    return [int(k == 0 or w != word_ids[k - 1]) for k, w in enumerate(word_ids)]
 
 
-def tokenize_sentences(sentences: list[str], tokenizer: PreTrainedTokenizerFast, max_tokens: int) -> list[Segment]:
-    """Batch-encode sentences; a sentence longer than a whole example is cut into example-sized pieces."""
-    if not sentences:
-        return []
-    encoded = tokenizer(sentences, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)
-    segments = []
-    for i, ids in enumerate(encoded["input_ids"]):
-        if not ids:
-            continue
-        words = encoded.word_ids(i)
-        starts = [int(k == 0 or words[k] != words[k - 1]) for k in range(len(ids))]
-        for at in range(0, len(ids), max_tokens):
-            segments.append(Segment(ids[at : at + max_tokens], starts[at : at + max_tokens]))
-    return segments
+def encode_sentences(tokenizer: PreTrainedTokenizerFast, sentences: list[str]) -> list:
+    backend = tokenizer.backend_tokenizer
+    if backend.truncation is None and backend.padding is None:
+        # straight to the Rust tokenizer: transformers' conversion of every encoding to Python costs 40% more
+        return backend.encode_batch(sentences, add_special_tokens=False)
+    return tokenizer(sentences, add_special_tokens=False).encodings
+
+
+def tokenize_documents(
+    documents: list[list[str]], tokenizer: PreTrainedTokenizerFast, max_tokens: int
+) -> list[list[Segment]]:
+    """Sentences of many documents in one batched tokenizer call (where the speed comes from).
+
+    A sentence longer than a whole example is cut into example-sized segments, as it could never fit otherwise.
+    """
+    flat = [sentence for sentences in documents for sentence in sentences]
+    encodings = encode_sentences(tokenizer, flat) if flat else []
+    tokenized: list[list[Segment]] = []
+    at = 0
+    for sentences in documents:
+        segments = []
+        for encoding in encodings[at : at + len(sentences)]:
+            ids, starts = encoding.ids, word_starts(encoding.word_ids)
+            segments.extend(
+                Segment(ids[k : k + max_tokens], starts[k : k + max_tokens]) for k in range(0, len(ids), max_tokens)
+            )
+        tokenized.append(segments)
+        at += len(sentences)
+    return tokenized
 
 
 def concat(segments: list[Segment]) -> Segment:
     return Segment([t for s in segments for t in s.ids], [w for s in segments for w in s.starts])
 
 
-def truncate_pair(a: Segment, b: Segment, max_tokens: int, rng: random.Random) -> None:
+def truncate_pair(a: Segment, b: Segment, max_tokens: int, rng: random.Random) -> tuple[Segment, Segment]:
     """Remove one token at a time from the longer segment, at a random end, until the pair fits."""
-    while len(a) + len(b) > max_tokens:
-        longer = a if len(a) > len(b) else b
-        at = 0 if rng.random() < 0.5 else -1
-        del longer.ids[at], longer.starts[at]
+    front, back = [0, 0], [0, 0]  # tokens removed from each end of A (index 0) and B (index 1)
+    lengths = [len(a), len(b)]
+    while sum(lengths) > max_tokens:
+        longer = 0 if lengths[0] > lengths[1] else 1
+        (front if rng.random() < 0.5 else back)[longer] += 1
+        lengths[longer] -= 1
+    a, b = (
+        Segment(s.ids[f : len(s) - k], s.starts[f : len(s) - k]) for s, f, k in zip((a, b), front, back, strict=True)
+    )
+    return a, b
+
+
+def starting_a_word(starts: list[int]) -> list[int]:
+    # a segment cut inside a word (truncation, a split long sentence) begins with a word fragment of its own
+    return [1, *starts[1:]]
 
 
 def pair_example(a: Segment, b: Segment, is_random: bool, cls_id: int, sep_id: int) -> dict[str, Any]:
@@ -126,7 +245,7 @@ def pair_example(a: Segment, b: Segment, is_random: bool, cls_id: int, sep_id: i
         "input_ids": ids,
         "token_type_ids": [0] * (len(a) + 2) + [1] * (len(b) + 1),
         "attention_mask": [1] * len(ids),
-        "word_starts": [1, *a.starts, 1, *b.starts, 1],
+        "word_starts": [1, *starting_a_word(a.starts), 1, *starting_a_word(b.starts), 1],
         "next_sentence_label": int(is_random),
     }
 
@@ -136,7 +255,7 @@ def pair_example(a: Segment, b: Segment, is_random: bool, cls_id: int, sep_id: i
 
 @dataclass
 class PairBuilder:
-    """google-research/bert's pairing, over one group of tokenized documents."""
+    """google-research/bert's pairing over one group of tokenized documents; `keys` tell pieces of one document."""
 
     max_tokens: int
     short_seq_prob: float
@@ -144,28 +263,42 @@ class PairBuilder:
     cls_id: int
     sep_id: int
 
-    def random_segment(self, docs: list[list[Segment]], own: int, target: int, rng: random.Random) -> Segment | None:
-        others = [d for d in range(len(docs)) if d != own and docs[d]]
-        if not others:
+    def other_document(self, docs: list[list[Segment]], keys: list[int], own: int, rng: random.Random) -> int | None:
+        # the reference makes 10 tries; a scan settles the rare group where they all hit the same document
+        for _ in range(10):
+            pick = rng.randrange(len(docs))
+            if keys[pick] != keys[own] and docs[pick]:
+                return pick
+        others = [d for d in range(len(docs)) if keys[d] != keys[own] and docs[d]]
+        return rng.choice(others) if others else None
+
+    def random_segment(
+        self, docs: list[list[Segment]], keys: list[int], own: int, target: int, rng: random.Random
+    ) -> Segment | None:
+        pick = self.other_document(docs, keys, own, rng)
+        if pick is None:
             return None
-        other = docs[rng.choice(others)]
-        start = rng.randrange(len(other))
-        picked: list[Segment] = []
-        for segment in other[start:]:
+        other = docs[pick]
+        picked, length = [], 0
+        for segment in other[rng.randrange(len(other)) :]:
             picked.append(segment)
-            if sum(map(len, picked)) >= target:
+            length += len(segment)
+            if length >= target:
                 break
         return concat(picked)
 
-    def document_pairs(self, docs: list[list[Segment]], index: int, rng: random.Random) -> Iterator[dict[str, Any]]:
+    def document_pairs(
+        self, docs: list[list[Segment]], keys: list[int], index: int, rng: random.Random
+    ) -> Iterator[dict[str, Any]]:
         doc = docs[index]
         # drawn once per document, as the reference does
         target = self.max_tokens if rng.random() >= self.short_seq_prob else rng.randint(2, self.max_tokens)
         chunk: list[Segment] = []
-        i = 0
+        length = i = 0
         while i < len(doc):
             chunk.append(doc[i])
-            if i == len(doc) - 1 or sum(map(len, chunk)) >= target:
+            length += len(doc[i])
+            if i == len(doc) - 1 or length >= target:
                 is_random = rng.random() < self.nsp_probability
                 if not is_random and len(chunk) == 1:
                     # the reference forces "random" here, which skews the labels past 50%; take the true next
@@ -176,20 +309,24 @@ class PairBuilder:
                     chunk.append(doc[i])
                 a_end = 1 if len(chunk) < 2 else rng.randint(1, len(chunk) - 1)
                 a = concat(chunk[:a_end])
-                if is_random:
-                    b = self.random_segment(docs, index, max(1, target - len(a)), rng)
+                b = self.random_segment(docs, keys, index, max(1, target - len(a)), rng) if is_random else None
+                if b is not None:
                     # the sentences not used for A are read again for the next pair
                     i -= len(chunk) - a_end
-                else:
-                    b = concat(chunk[a_end:])
+                elif len(chunk) > a_end:
+                    # no other document in the group (its last, short one): the true next segment keeps the pair
+                    b, is_random = concat(chunk[a_end:]), False
                 if b is not None:
-                    truncate_pair(a, b, self.max_tokens, rng)
+                    a, b = truncate_pair(a, b, self.max_tokens, rng)
                     yield pair_example(a, b, is_random, self.cls_id, self.sep_id)
-                chunk = []
+                chunk, length = [], 0
             i += 1
 
-    def group_examples(self, docs: list[list[Segment]], rng: random.Random) -> list[dict[str, Any]]:
-        examples = [e for index in range(len(docs)) for e in self.document_pairs(docs, index, rng)]
+    def group_examples(
+        self, docs: list[list[Segment]], rng: random.Random, keys: list[int] | None = None
+    ) -> list[dict[str, Any]]:
+        keys = list(range(len(docs))) if keys is None else keys
+        examples = [e for index in range(len(docs)) for e in self.document_pairs(docs, keys, index, rng)]
         # consecutive pairs of one document would otherwise share a batch
         rng.shuffle(examples)
         return examples
@@ -198,9 +335,15 @@ class PairBuilder:
 # ---- packed MLM-only sequences ---------------------------------------------------------------------------------
 
 
-def packed_examples(docs: list[list[Segment]], max_length: int, cls_id: int, sep_id: int) -> list[dict[str, Any]]:
-    """Documents back to back, [SEP] between them, cut into full-length `[CLS] ... [SEP]` sequences."""
-    stream = concat([s for doc in docs if doc for s in [*doc, Segment([sep_id], [1])]])
+def packed_examples(
+    docs: list[list[Segment]], max_length: int, cls_id: int, sep_id: int, rng: random.Random
+) -> list[dict[str, Any]]:
+    """Documents back to back, [SEP] between them, cut into full-length `[CLS] ... [SEP]` sequences.
+
+    The document order is shuffled so each epoch cuts the text at other places; a group's short tail is dropped.
+    """
+    order = rng.sample(range(len(docs)), len(docs))
+    stream = concat([s for d in order if docs[d] for s in [*docs[d], Segment([sep_id], [1])]])
     body = max_length - 2
     examples = []
     for at in range(0, len(stream), body):
@@ -213,17 +356,19 @@ def packed_examples(docs: list[list[Segment]], max_length: int, cls_id: int, sep
                 "input_ids": ids,
                 "token_type_ids": [0] * len(ids),
                 "attention_mask": [1] * len(ids),
-                "word_starts": [1, *starts, 1],
+                "word_starts": [1, *starting_a_word(starts), 1],
             }
         )
+    rng.shuffle(examples)
     return examples
 
 
 # ---- the dataset pipeline --------------------------------------------------------------------------------------
 
 
-def group_seed(seed: int, epoch: int, group: int) -> int:
-    return (seed * 1_000_003 + epoch) * 1_000_003 + group
+def group_rng(seed: int, epoch: int, group: int, first_key: int) -> random.Random:
+    # the first document's key separates groups that share an index (each rank counts its own shards from 0)
+    return random.Random(f"{seed}/{epoch}/{group}/{first_key}")
 
 
 def examples_of_group(
@@ -238,31 +383,21 @@ def examples_of_group(
     """The datasets.map function: one group of documents (a row of `.batch()`) in, its examples out."""
     out: dict[str, list] = {c: [] for c in COLUMNS}
     max_tokens = config.max_seq_length - (2 if config.no_nsp else 3)
-    for group, texts in zip(indices, batch["text"], strict=True):
-        segmented = [tokenize_sentences(split_sentences(text), tokenizer, max_tokens) for text in texts]
-        rng = random.Random(group_seed(seed, epoch, group))
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    for group, texts, keys in zip(indices, batch["text"], batch["doc_key"], strict=True):
+        docs = tokenize_documents([split_sentences(text) for text in texts], tokenizer, max_tokens)
+        rng = group_rng(seed, epoch, group, keys[0])
         if config.no_nsp:
-            examples = packed_examples(segmented, config.max_seq_length, tokenizer.cls_token_id, tokenizer.sep_token_id)
+            examples = packed_examples(docs, config.max_seq_length, cls_id, sep_id, rng)
         else:
-            builder = PairBuilder(
-                max_tokens,
-                config.short_seq_prob,
-                config.nsp_probability,
-                tokenizer.cls_token_id,
-                tokenizer.sep_token_id,
-            )
-            examples = builder.group_examples(segmented, rng)
+            builder = PairBuilder(max_tokens, config.short_seq_prob, config.nsp_probability, cls_id, sep_id)
+            examples = builder.group_examples(docs, rng, keys)
         for example in examples:
             for column in COLUMNS:
-                out[column].append(example.get(column, -100))
+                out[column].append(example.get(column))
     if config.no_nsp:
         del out["next_sentence_label"]
     return out
-
-
-def in_split(row: dict, index: int, every_nth: int, held_out: bool) -> bool:
-    """Every Nth document of the corpus (by position) is held out for evaluation; the rest are for training."""
-    return (every_nth > 0 and index % every_nth == 0) == held_out
 
 
 def examples_from_documents(
@@ -279,30 +414,24 @@ def examples_from_documents(
     Held-out and training documents are separated before grouping, so random segments B of held-out pairs come
     from other held-out documents only.
     """
-    every = config.eval_every_nth_document
-    if every > 0 or held_out:
-        keep = partial(in_split, every_nth=every, held_out=held_out)
-        corpus = corpus.filter(keep, with_indices=True, **({"num_proc": num_proc} if num_proc else {}))
-    groups = corpus.batch(batch_size=config.document_buffer_size)
+    in_memory = isinstance(corpus, datasets.Dataset)
+    # num_proc and progress bars exist only for in-memory datasets; the streamed path is driven by the consumer
+    kwargs: dict[str, Any] = {"num_proc": num_proc} if in_memory and num_proc and num_proc > 1 else {}
+    select = partial(document_pieces, every_nth=config.eval_every_nth_document, held_out=held_out)
+    # one document per call: a resumed stream replays at most one document's pieces
+    pieces = corpus.map(select, batched=True, batch_size=1, remove_columns=["text"], features=PIECE_FEATURES, **kwargs)
+    # never batched per process: with num_proc each worker would start its own groups at its shard boundary
+    groups = pieces.batch(batch_size=config.document_buffer_size)
     build = partial(examples_of_group, tokenizer=tokenizer, config=config, seed=seed, epoch=epoch)
-    kwargs: dict[str, Any] = {"num_proc": num_proc, "desc": "building examples"} if num_proc else {}
-    return groups.map(build, batched=True, batch_size=1, with_indices=True, remove_columns=["text"], **kwargs)
-
-
-def load_prepared(config: DataConfig, seed: int, epoch: int) -> tuple[datasets.IterableDataset, datasets.Dataset]:
-    root = Path(config.prepared_data_dir)
-
-    def split(name: str) -> datasets.Dataset:
-        files = sorted(str(f) for f in (root / name).glob("*.parquet"))
-        return datasets.load_dataset("parquet", data_files={name: files}, split=name) if files else None
-
-    train, evaluation = split("train"), split("eval")
-    if train is None:
-        raise UsageError(f"--prepared_data_dir '{root}' has no train/*.parquet: write it with recipes/prepare_data.py")
-    evaluation = evaluation if evaluation is not None else train.select(range(0))
-    # on disk the whole set is known, so each epoch can be a true shuffle
-    shuffled = train.shuffle(seed=group_seed(seed, epoch, 0)).to_iterable_dataset(num_shards=max(1, len(train) // 1000))
-    return shuffled, evaluation.select(range(min(config.eval_examples, len(evaluation))))
+    return groups.map(
+        build,
+        batched=True,
+        batch_size=1,
+        with_indices=True,
+        remove_columns=["text", "doc_key"],
+        features=example_features(config.no_nsp),
+        **({**kwargs, "desc": "building examples"} if in_memory else {}),
+    )
 
 
 def build_pretraining_datasets(
@@ -311,14 +440,35 @@ def build_pretraining_datasets(
     tokenizer: PreTrainedTokenizerFast,
     seed: int,
     epoch: int = 0,
-) -> tuple[datasets.IterableDataset, Any]:
-    """(train, eval) examples. The train stream is resumable with state_dict(); eval is the held-out documents."""
+) -> tuple[datasets.IterableDataset, datasets.IterableDataset]:
+    """(train, eval) example streams. Train is resumable with state_dict(); eval is the held-out documents."""
     if data_config.prepared_data_dir:
         return load_prepared(data_config, seed, epoch)
     corpus = load_corpus(corpus_config)
     train = examples_from_documents(corpus, tokenizer, data_config, seed, epoch)
     evaluation = examples_from_documents(corpus, tokenizer, data_config, seed, 0, held_out=True)
     return train, evaluation.take(data_config.eval_examples)
+
+
+# ---- examples on disk ------------------------------------------------------------------------------------------
+
+
+def load_prepared(
+    config: DataConfig, seed: int, epoch: int
+) -> tuple[datasets.IterableDataset, datasets.IterableDataset]:
+    check_prepared_data(config)
+    root = Path(config.prepared_data_dir)
+
+    def split(name: str) -> datasets.Dataset:
+        files = sorted(str(f) for f in (root / name).glob("*.parquet"))
+        return datasets.Dataset.from_parquet(files) if files else None
+
+    train, evaluation = split("train"), split("eval")
+    evaluation = evaluation if evaluation is not None else train.select(range(0))
+    # the whole set is known here, so each epoch is a true shuffle; contiguous shards keep reading fast
+    shuffled = train.shuffle(seed=seed * 1_000_003 + epoch).flatten_indices()
+    held_out = evaluation.select(range(min(config.eval_examples, len(evaluation))))
+    return shuffled.to_iterable_dataset(num_shards=max(1, len(train) // 1000)), held_out.to_iterable_dataset()
 
 
 def prepare_to_disk(
@@ -331,21 +481,30 @@ def prepare_to_disk(
     num_proc: int = 1,
     examples_per_shard: int = 100_000,
 ) -> dict[str, int]:
-    """Write train/ and eval/ Parquet shards; each of `dupe_factor` copies pairs and masks the text anew."""
+    """Write train/ and eval/ Parquet shards and their settings; each of `dupe_factor` copies is paired anew."""
+    output = Path(output_dir)
+    if any(output.glob("*/*.parquet")):
+        raise UsageError(f"--output_dir '{output}' already holds prepared shards: pass a new directory or delete it")
+    if dupe_factor < 1 or num_proc < 1:
+        raise UsageError("--dupe_factor and --num_proc must be 1 or more")
     corpus = load_corpus(corpus_config, streaming=False)
-    epochs = [
+    copies = [
         examples_from_documents(corpus, tokenizer, data_config, seed, e, num_proc=num_proc) for e in range(dupe_factor)
     ]
     splits = {
-        "train": datasets.concatenate_datasets(epochs),
+        "train": datasets.concatenate_datasets(copies),
         "eval": examples_from_documents(corpus, tokenizer, data_config, seed, 0, held_out=True, num_proc=num_proc),
     }
     if len(splits["train"]) == 0:
         raise UsageError("the corpus produced no training examples: it needs documents of two or more sentences")
     for name, split in splits.items():
-        folder = Path(output_dir, name)
+        folder = output / name
         folder.mkdir(parents=True, exist_ok=True)
         shards = max(1, -(-len(split) // examples_per_shard))
         for index in range(shards):
             split.shard(shards, index, contiguous=True).to_parquet(str(folder / f"{name}-{index:05d}.parquet"))
-    return {name: len(split) for name, split in splits.items()}
+    counts = {name: len(split) for name, split in splits.items()}
+    metadata = {**asdict(data_config), "seed": seed, "dupe_factor": dupe_factor, "examples": counts}
+    (output / PREPARED_METADATA).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+    logger.info(f"wrote {counts['train']:,} training and {counts['eval']:,} held-out examples to {output}")
+    return counts
