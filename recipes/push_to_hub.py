@@ -1,6 +1,10 @@
-"""Push a finished run (pretraining output, GLUE task output or tokenizer) to the Hub in one commit.
+"""Push a finished run (pretraining output, a GLUE task folder or a tokenizer) to the Hub in one commit.
 
-python recipes/push_to_hub.py --output_dir runs/bert-base --hub_model_id your-name/bert-base
+    python recipes/push_to_hub.py runs/bert-base --hub_model_id your-name/bert-base [--hub_private_repo true]
+    python recipes/push_to_hub.py runs/glue/sst2 --hub_model_id your-name/bert-base-sst2
+    python recipes/push_to_hub.py runs/tokenizer --hub_model_id your-name/wordpiece-30k
+
+The card (README.md) is generated from the folder's files; the token comes from HF_TOKEN or `hf auth login`.
 """
 
 from dataclasses import dataclass, field
@@ -8,33 +12,28 @@ from pathlib import Path
 
 from bert_recipes.config import parse_config
 from bert_recipes.errors import UsageError, run_cli
-from bert_recipes.hub import HubConfig, push_folder
-from bert_recipes.model_card import pretraining_card, tokenizer_card
+from bert_recipes.hub import HubConfig, check_hub_access, push_folder
+from bert_recipes.model_card import card_for_folder
 
 
 @dataclass
 class PushConfig:
-    output_dir: str = field(default="runs/pretrain", metadata={"help": "The run's output directory to push."})
-
-
-def card_for(folder: Path, repo_id: str):
-    if (folder / "model.safetensors").is_file() and (folder / "metrics.jsonl").is_file():
-        return pretraining_card(folder, repo_id)
-    if (folder / "tokenizer.json").is_file() and not (folder / "config.json").is_file():
-        return tokenizer_card(folder, repo_id)
-    return None
+    output_dir: str = field(default="", metadata={"help": "The run's output directory (also the first argument)."})
 
 
 def main(argv: list[str]) -> None:
+    if argv and not argv[0].startswith("-"):
+        argv = ["--output_dir", *argv]
     push, hub = parse_config([PushConfig, HubConfig], argv)
-    folder = Path(push.output_dir)
-    if not (folder / "tokenizer.json").is_file():
-        raise UsageError(f"'{folder}' holds no finished run (no tokenizer.json): pass the run's --output_dir")
+    if not push.output_dir or not Path(push.output_dir).is_dir():
+        raise UsageError(
+            f"'{push.output_dir}' is not a folder: python recipes/push_to_hub.py OUTPUT_DIR --hub_model_id NAME"
+        )
     hub.push_to_hub = True
-    repo_id = hub.hub_model_id if hub.hub_model_id and "/" in hub.hub_model_id else None
-    card = card_for(folder, repo_id or f"{hub.hub_model_id}")
-    pushed = push_folder(folder, hub, f"Upload {folder.name}", card)
-    print(f"pushed {folder} to {pushed}")
+    repo_id = check_hub_access(hub)
+    card = card_for_folder(push.output_dir, repo_id)
+    url = push_folder(push.output_dir, hub, f"Upload {push.output_dir}", card)
+    print(f"pushed {push.output_dir} to {url}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,18 @@
 """The smallest Hub-compatible server the huggingface_hub client needs, on Flask, for tests on 127.0.0.1.
 
-Covers whoami, create_repo, create_branch, preupload + commit (files sent inline: every file gets uploadMode
-"regular", so no LFS storage is involved), tags and refs, repo info, tree listing and file download by branch,
-tag or commit. Writes need a known token; a namespace that is not the token's user gets 403. `/_control/fail`
-makes the next N requests answer 500, for failure tests.
+It answers what the client calls for whoami, create_repo, create_branch, preupload + commit, the git-LFS
+batch/upload/verify exchange, tags and refs, repo info, commits, tree listing and downloads by branch, tag or
+commit sha. Files at or above `lfs_threshold` bytes, and weights and images of any size, are LFS files, as on the
+Hub; the rest travel base64-encoded inside the commit.
+
+Xet storage, which the client prefers when `hf_xet` is installed, is a separate content-addressed service this
+server does not emulate: clients talking to it need `HF_HUB_DISABLE_XET=1` (the tests set it), which makes them
+use the git-LFS path above.
+
+Writes need a known token (401 otherwise) for the namespace of that token's user (403 otherwise); private repos
+are invisible without their owner's token. `HubState.fail_next(n)` (or `POST /_control/fail {"count": n}`) makes
+the next n requests answer 500, `delay_seconds` slows every answer down, `HubServer.stop()` takes the server
+down.
 
     python tests/hub_server.py --port 8765
 """
@@ -16,47 +25,104 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
+import yaml
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import make_server
 
 TOKENS = {"hf_alice_secret_token_123": "alice", "hf_bob_secret_token_456": "bob"}
+LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".png", ".jpg")
+
+
+def git_blob_oid(content: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    content: bytes
+    lfs: bool
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+    @property
+    def oid(self) -> str:
+        """The git oid the Hub reports: of the content, or of the LFS pointer for LFS files."""
+        return git_blob_oid(lfs_pointer(self.sha256, len(self.content)) if self.lfs else self.content)
+
+
+@dataclass
+class Commit:
+    files: dict[str, StoredFile]
+    message: str
+    parent: str | None
 
 
 @dataclass
 class Repo:
+    owner: str
     private: bool = False
-    commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # oid -> files
-    refs: dict[str, str] = field(default_factory=dict)  # branch -> oid
+    commits: dict[str, Commit] = field(default_factory=dict)
+    branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
-    messages: dict[str, str] = field(default_factory=dict)
 
     def resolve(self, revision: str) -> str | None:
-        return self.refs.get(revision) or self.tags.get(revision) or (revision if revision in self.commits else None)
+        """The commit a branch, tag or full commit sha names."""
+        return (
+            self.branches.get(revision) or self.tags.get(revision) or (revision if revision in self.commits else None)
+        )
+
+    def add_commit(self, branch: str, files: dict[str, StoredFile], message: str) -> str:
+        parent = self.branches.get(branch)
+        digest = hashlib.sha1(f"{parent}\n{message}\n".encode())
+        for path in sorted(files):
+            digest.update(f"{path} {files[path].oid}\n".encode())
+        oid = digest.hexdigest()
+        self.commits[oid] = Commit(files, message, parent)
+        self.branches[branch] = oid
+        return oid
+
+    def history(self, revision: str) -> list[tuple[str, Commit]]:
+        oid, found = self.resolve(revision), []
+        while oid is not None:
+            found.append((oid, self.commits[oid]))
+            oid = self.commits[oid].parent
+        return found
 
 
 class HubState:
-    def __init__(self) -> None:
+    def __init__(self, lfs_threshold: int = 10_000) -> None:
         self.repos: dict[str, Repo] = {}
+        self.lfs_objects: dict[str, bytes] = {}
+        self.lfs_threshold = lfs_threshold
         self.failures_left = 0
+        self.delay_seconds = 0.0
         self.requests: list[str] = []
         self.lock = threading.Lock()
 
+    def fail_next(self, count: int) -> None:
+        with self.lock:
+            self.failures_left = count
 
-def commit_oid(parent: str, files: dict[str, bytes], message: str) -> str:
-    digest = hashlib.sha1(parent.encode() + message.encode())
-    for path in sorted(files):
-        digest.update(path.encode() + hashlib.sha1(files[path]).digest())
-    return digest.hexdigest()
+    def commit_messages(self, repo_id: str, revision: str = "main") -> list[str]:
+        """Newest first."""
+        return [commit.message for _, commit in self.repos[repo_id].history(revision)]
+
+    def files(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
+        repo = self.repos[repo_id]
+        return {path: f.content for path, f in repo.commits[repo.resolve(revision)].files.items()}
 
 
 def create_app(state: HubState) -> Flask:
     app = Flask("hub-test-server")
-
-    def user() -> str | None:
-        header = request.headers.get("authorization", "")
-        return TOKENS.get(header.removeprefix("Bearer ").strip())
 
     def error(status: int, message: str, code: str | None = None) -> Response:
         response = jsonify({"error": message})
@@ -65,7 +131,10 @@ def create_app(state: HubState) -> Flask:
             response.headers["X-Error-Code"] = code
         return response
 
-    def writable(repo_id: str) -> Response | None:
+    def user() -> str | None:
+        return TOKENS.get(request.headers.get("authorization", "").removeprefix("Bearer ").strip())
+
+    def refuse_write(repo_id: str) -> Response | None:
         name = user()
         if name is None:
             return error(401, "Invalid credentials in Authorization header")
@@ -73,20 +142,46 @@ def create_app(state: HubState) -> Flask:
             return error(403, f"You don't have the rights to write to {repo_id}")
         return None
 
+    def readable(ns: str, name: str) -> tuple[str, Repo | None]:
+        repo_id = f"{ns}/{name}"
+        repo = state.repos.get(repo_id)
+        if repo is None or (repo.private and user() != repo.owner):
+            return repo_id, None
+        return repo_id, repo
+
+    def find_commit(ns: str, name: str, revision: str) -> tuple[str, Repo | None, str | None, Response | None]:
+        """The repo and the commit a revision names, or the 404 saying which one is missing."""
+        repo_id, repo = readable(ns, name)
+        if repo is None:
+            return repo_id, None, None, error(404, "Repository not found", "RepoNotFound")
+        oid = repo.resolve(revision)
+        if oid is None:
+            return repo_id, repo, None, error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        return repo_id, repo, oid, None
+
+    def find_writable(ns: str, name: str) -> tuple[str, Repo | None, Response | None]:
+        repo_id = f"{ns}/{name}"
+        refused = refuse_write(repo_id)
+        repo = state.repos.get(repo_id)
+        if refused or repo is None:
+            return repo_id, None, refused or error(404, "Repository not found", "RepoNotFound")
+        return repo_id, repo, None
+
     @app.before_request
-    def inject_failures():
+    def record_and_fail():
         state.requests.append(f"{request.method} {request.path}")
         if request.path.startswith("/_control"):
             return None
+        time.sleep(state.delay_seconds)
         with state.lock:
             if state.failures_left > 0:
                 state.failures_left -= 1
-                return error(500, "injected failure")
+                return error(500, "Internal Error (injected)")
         return None
 
     @app.post("/_control/fail")
     def control_fail():
-        state.failures_left = int(request.json["count"])
+        state.fail_next(int(request.json["count"]))
         return jsonify({"failures_left": state.failures_left})
 
     @app.get("/api/whoami-v2")
@@ -94,63 +189,94 @@ def create_app(state: HubState) -> Flask:
         name = user()
         if name is None:
             return error(401, "Invalid credentials in Authorization header")
-        return jsonify({"type": "user", "name": name, "auth": {"accessToken": {"role": "write"}}})
+        return jsonify({"type": "user", "name": name, "orgs": [], "auth": {"accessToken": {"role": "write"}}})
 
     @app.post("/api/repos/create")
     def create_repo():
         body = request.json
         repo_id = f"{body.get('organization') or user()}/{body['name']}"
-        denied = writable(repo_id)
-        if denied:
-            return denied
+        refused = refuse_write(repo_id)
+        if refused:
+            return refused
+        url = f"{request.host_url}{repo_id}"
         if repo_id in state.repos:
-            conflict = jsonify({"error": "You already created this model repo", "url": f"{request.host_url}{repo_id}"})
+            conflict = jsonify({"error": "You already created this model repo", "url": url})
             conflict.status_code = 409
             return conflict
-        repo = Repo(private=bool(body.get("private") or body.get("visibility") == "private"))
-        oid = commit_oid("", {}, "initial commit")
-        repo.commits[oid], repo.refs["main"] = {}, oid
-        state.repos[repo_id] = repo
-        return jsonify({"url": f"{request.host_url}{repo_id}", "name": repo_id})
-
-    def find(ns: str, name: str) -> tuple[str, Repo | None]:
-        return f"{ns}/{name}", state.repos.get(f"{ns}/{name}")
-
-    def find_commit(ns: str, name: str, revision: str) -> tuple[str, Repo | None, str | None, Response | None]:
-        """The repo and the commit a branch, tag or sha names, or the 404 saying which is missing."""
-        repo_id, repo = find(ns, name)
-        if repo is None:
-            return repo_id, None, None, error(404, "Repository not found", "RepoNotFound")
-        oid = repo.resolve(revision)
-        if oid is None:
-            return repo_id, repo, None, error(404, "Revision not found", "RevisionNotFound")
-        return repo_id, repo, oid, None
-
-    def find_writable(ns: str, name: str) -> tuple[str, Repo | None, Response | None]:
-        """The repo to write to, or the response refusing it (401, 403, 404)."""
-        repo_id, repo = find(ns, name)
-        denied = writable(repo_id)
-        if denied or repo is None:
-            return repo_id, None, denied or error(404, "Repository not found", "RepoNotFound")
-        return repo_id, repo, None
+        private = bool(body.get("private")) or body.get("visibility") == "private"
+        repo = state.repos[repo_id] = Repo(owner=repo_id.split("/")[0], private=private)
+        repo.add_commit("main", {".gitattributes": StoredFile(b"*.safetensors filter=lfs\n", False)}, "initial commit")
+        return jsonify({"url": url, "name": repo_id})
 
     @app.post("/api/models/<ns>/<name>/branch/<path:branch>")
     def create_branch(ns, name, branch):
         _, repo, refused = find_writable(ns, name)
         if refused:
             return refused
-        if branch in repo.refs:
+        if branch in repo.branches:
             return error(409, "Reference already exists")
-        repo.refs[branch] = repo.refs["main"]
+        start = (request.get_json(silent=True) or {}).get("startingPoint") or "main"
+        repo.branches[branch] = repo.resolve(start)
         return jsonify({})
 
     @app.post("/api/models/<ns>/<name>/preupload/<path:revision>")
     def preupload(ns, name, revision):
-        files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in request.json["files"]]
-        return jsonify({"files": files, "commitOid": None})
+        _, repo, refused = find_writable(ns, name)
+        if refused:
+            return refused
+        current = repo.commits[repo.resolve(revision) or repo.branches["main"]].files
+        answers = []
+        for entry in request.json["files"]:
+            lfs = entry["size"] >= state.lfs_threshold or entry["path"].endswith(LFS_SUFFIXES)
+            existing = current.get(entry["path"])
+            # the client skips files whose oid is unchanged: sha256 for LFS files, the git blob sha1 otherwise
+            oid = None if existing is None else existing.sha256 if existing.lfs else git_blob_oid(existing.content)
+            mode = "lfs" if lfs else "regular"
+            answers.append({"path": entry["path"], "uploadMode": mode, "shouldIgnore": False, "oid": oid})
+        return jsonify({"files": answers, "commitOid": repo.resolve(revision)})
+
+    @app.post("/<ns>/<name>.git/info/lfs/objects/batch")
+    def lfs_batch(ns, name):
+        _, _, refused = find_writable(ns, name)
+        if refused:
+            return refused
+        body = request.json
+        if body.get("operation") != "upload" or "basic" not in body.get("transfers", ["basic"]):
+            return error(400, "only basic uploads are served here")
+        objects = []
+        for obj in body["objects"]:
+            entry = {"oid": obj["oid"], "size": obj["size"], "authenticated": True}
+            if obj["oid"] not in state.lfs_objects:
+                entry["actions"] = {
+                    "upload": {"href": f"{request.host_url}_lfs/{obj['oid']}?size={obj['size']}"},
+                    "verify": {"href": f"{request.host_url}{ns}/{name}.git/info/lfs/objects/verify"},
+                }
+            objects.append(entry)
+        return jsonify({"transfer": "basic", "objects": objects})
+
+    @app.put("/_lfs/<oid>")
+    def lfs_upload(oid):
+        content = request.get_data()
+        if hashlib.sha256(content).hexdigest() != oid or len(content) != int(request.args["size"]):
+            return error(400, "uploaded content does not match its oid and size")
+        state.lfs_objects[oid] = content
+        return Response(status=200)
+
+    @app.post("/<ns>/<name>.git/info/lfs/objects/verify")
+    def lfs_verify(ns, name):
+        body = request.json
+        content = state.lfs_objects.get(body["oid"])
+        if content is None or len(content) != body["size"]:
+            return error(404, "object not uploaded")
+        return jsonify({"success": True})
 
     @app.post("/api/validate-yaml")
     def validate_yaml():
+        content = (request.get_json(silent=True) or {}).get("content", "")
+        try:
+            yaml.safe_load(content.split("---")[1] if content.startswith("---") else "")
+        except (yaml.YAMLError, IndexError) as err:
+            return error(400, f"Invalid YAML metadata: {err}")
         return jsonify({"errors": [], "warnings": []})
 
     @app.post("/api/models/<ns>/<name>/commit/<path:revision>")
@@ -158,57 +284,69 @@ def create_app(state: HubState) -> Flask:
         repo_id, repo, refused = find_writable(ns, name)
         if refused:
             return refused
-        parent = repo.resolve(revision)
-        if parent is None:
-            return error(404, f"Revision {revision} not found", "RevisionNotFound")
-        files = dict(repo.commits[parent])
+        if revision not in repo.branches:
+            return error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        files = dict(repo.commits[repo.branches[revision]].files)
         summary = ""
         for line in request.get_data().decode().splitlines():
             item = json.loads(line)
             key, value = item["key"], item["value"]
             if key == "header":
                 summary = value.get("summary", "")
+                parent = value.get("parentCommit")
+                if parent and parent != repo.branches[revision]:
+                    return error(412, "A commit has happened since. Please refresh and try again.")
             elif key == "file":
-                files[value["path"]] = base64.b64decode(value["content"])
+                files[value["path"]] = StoredFile(base64.b64decode(value["content"]), False)
+            elif key == "lfsFile":
+                if value["oid"] not in state.lfs_objects:
+                    return error(422, f"LFS object {value['oid']} for {value['path']} was never uploaded")
+                files[value["path"]] = StoredFile(state.lfs_objects[value["oid"]], True)
             elif key in ("deletedFile", "deletedFolder"):
-                files = {p: c for p, c in files.items() if p != value["path"] and not p.startswith(value["path"] + "/")}
-        oid = commit_oid(parent, files, summary)
-        repo.commits[oid], repo.messages[oid] = files, summary
-        repo.refs[revision if revision in repo.refs else "main"] = oid
-        return jsonify(
-            {"commitUrl": f"{request.host_url}{repo_id}/commit/{oid}", "commitOid": oid, "pullRequestUrl": None}
-        )
+                gone = value["path"].rstrip("/")
+                files = {p: f for p, f in files.items() if p != gone and not p.startswith(gone + "/")}
+        oid = repo.add_commit(revision, files, summary)
+        url = f"{request.host_url}{repo_id}/commit/{oid}"
+        return jsonify({"commitUrl": url, "commitOid": oid, "pullRequestUrl": None})
 
     @app.post("/api/models/<ns>/<name>/tag/<path:revision>")
     def create_tag(ns, name, revision):
         _, repo, refused = find_writable(ns, name)
         if refused:
             return refused
-        tag = request.json["tag"]
+        tag, target = request.json["tag"], repo.resolve(revision)
+        if target is None:
+            return error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
         if tag in repo.tags:
             return error(409, "Tag already exists")
-        repo.tags[tag] = repo.resolve(revision)
+        repo.tags[tag] = target
         return jsonify({})
 
     @app.get("/api/models/<ns>/<name>/refs")
     def refs(ns, name):
-        _, repo = find(ns, name)
+        _, repo = readable(ns, name)
         if repo is None:
             return error(404, "Repository not found", "RepoNotFound")
-        entries = lambda refs, kind: [  # noqa: E731
-            {"name": n, "ref": f"refs/{kind}/{n}", "targetCommit": o} for n, o in refs.items()
-        ]
-        return jsonify({"branches": entries(repo.refs, "heads"), "tags": entries(repo.tags, "tags"), "converts": []})
+
+        def entries(refs: dict[str, str], kind: str) -> list[dict]:
+            return [{"name": n, "ref": f"refs/{kind}/{n}", "targetCommit": oid} for n, oid in refs.items()]
+
+        return jsonify(
+            {"branches": entries(repo.branches, "heads"), "tags": entries(repo.tags, "tags"), "converts": []}
+        )
 
     @app.get("/api/models/<ns>/<name>/commits/<path:revision>")
     def commits(ns, name, revision):
-        _, repo = find(ns, name)
-        if repo is None:
-            return error(404, "Repository not found", "RepoNotFound")
+        _, repo, _, missing = find_commit(ns, name, revision)
+        if missing:
+            return missing
+        date = "2026-01-01T00:00:00.000Z"
         return jsonify(
-            [{"id": oid, "title": message, "message": message, "authors": [], "date": "2026-01-01T00:00:00.000Z"}
-             for oid, message in reversed(list(repo.messages.items()))]
-        )  # fmt: skip
+            [
+                {"id": oid, "title": c.message, "message": c.message, "authors": [], "date": date}
+                for oid, c in repo.history(revision)
+            ]
+        )
 
     @app.get("/api/models/<ns>/<name>")
     @app.get("/api/models/<ns>/<name>/revision/<path:revision>")
@@ -216,7 +354,7 @@ def create_app(state: HubState) -> Flask:
         repo_id, repo, oid, missing = find_commit(ns, name, revision)
         if missing:
             return missing
-        siblings = [{"rfilename": p} for p in sorted(repo.commits[oid])]
+        siblings = [{"rfilename": p} for p in sorted(repo.commits[oid].files)]
         return jsonify({"id": repo_id, "modelId": repo_id, "sha": oid, "private": repo.private, "siblings": siblings})
 
     @app.get("/api/models/<ns>/<name>/tree/<revision>")
@@ -226,12 +364,15 @@ def create_app(state: HubState) -> Flask:
         if missing:
             return missing
         prefix = f"{subpath.strip('/')}/" if subpath else ""
-        files = repo.commits[oid]
-        entries = [
-            {"type": "file", "path": p, "size": len(c), "oid": hashlib.sha1(c).hexdigest()}
-            for p, c in sorted(files.items())
-            if p.startswith(prefix)
-        ]
+        entries = []
+        for path, stored in sorted(repo.commits[oid].files.items()):
+            if not path.startswith(prefix):
+                continue
+            entry = {"type": "file", "path": path, "size": len(stored.content), "oid": stored.oid}
+            if stored.lfs:
+                pointer = lfs_pointer(stored.sha256, len(stored.content))
+                entry["lfs"] = {"oid": stored.sha256, "size": len(stored.content), "pointerSize": len(pointer)}
+            entries.append(entry)
         return jsonify(entries)
 
     @app.route("/<ns>/<name>/resolve/<revision>/<path:filename>", methods=["GET", "HEAD"])
@@ -239,17 +380,15 @@ def create_app(state: HubState) -> Flask:
         _, repo, oid, missing = find_commit(ns, name, revision)
         if missing:
             return missing
-        content = repo.commits[oid].get(filename)
-        if content is None:
+        stored = repo.commits[oid].files.get(filename)
+        if stored is None:
             return error(404, "Entry not found", "EntryNotFound")
-        response = Response(content if request.method == "GET" else b"", mimetype="application/octet-stream")
+        response = Response(stored.content if request.method == "GET" else b"", mimetype="application/octet-stream")
         response.headers.update(
-            {
-                "X-Repo-Commit": oid,
-                "ETag": f'"{hashlib.sha1(content).hexdigest()}"',
-                "Content-Length": str(len(content)),
-            }
+            {"X-Repo-Commit": oid, "ETag": f'"{stored.oid}"', "Content-Length": str(len(stored.content))}
         )
+        if stored.lfs:
+            response.headers.update({"X-Linked-Etag": f'"{stored.sha256}"', "X-Linked-Size": str(len(stored.content))})
         return response
 
     return app
@@ -258,12 +397,12 @@ def create_app(state: HubState) -> Flask:
 class HubServer:
     """A server on 127.0.0.1 in a background thread; `stop()` takes it down (the 'Hub is down' case)."""
 
-    def __init__(self, port: int = 0):
+    def __init__(self, port: int = 0, lfs_threshold: int = 10_000):
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self.state = HubState()
+        self.state = HubState(lfs_threshold)
         self.server = make_server("127.0.0.1", port, create_app(self.state), threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
     def start(self) -> HubServer:
         self.thread.start()
@@ -277,4 +416,8 @@ class HubServer:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8765)
-    HubServer(parser.parse_args().port).server.serve_forever()
+    parser.add_argument("--lfs_threshold", type=int, default=10_000, help="Bytes from which a file is stored as LFS.")
+    options = parser.parse_args()
+    server = HubServer(options.port, options.lfs_threshold)
+    print(f"serving a Hub-compatible API on {server.url} for users {', '.join(TOKENS.values())}")
+    server.server.serve_forever()

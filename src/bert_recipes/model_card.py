@@ -1,8 +1,13 @@
-"""Model cards filled in from a run's files (config.json, training_args.yaml, metrics.jsonl), via ModelCard."""
+"""Model cards filled in from a run's own files (config.json, training_args.yaml, metrics.jsonl, trainer state).
+
+Each card is rendered from a Jinja template in model_cards/ by huggingface_hub's `ModelCard.from_template`, with
+its front matter built by `ModelCardData` (GLUE results become a model-index).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -11,59 +16,106 @@ import torch
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from bert_recipes.checkpointing import STATE_DIR, TRAINER_STATE, list_checkpoints
 from bert_recipes.corpus import REPO_ROOT
+from bert_recipes.hub import REPO_ID
 
 TEMPLATES = REPO_ROOT / "model_cards"
 GLUE_DATASET = "nyu-mll/glue"
+CURVE_FILE = "training_curve.png"
+ARGS_FILES = ("training_args.yaml", "finetune_args.yaml")
+PRETRAINING_HYPERPARAMETERS = (
+    "max_seq_length", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
+    "lr_scheduler_type", "warmup_steps", "warmup_ratio", "weight_decay", "adam_beta1", "adam_beta2",
+    "max_grad_norm", "max_steps", "max_train_time", "mlm_probability", "whole_word_mask", "no_nsp",
+    "mixed_precision", "seed",
+)  # fmt: skip
+FINETUNING_HYPERPARAMETERS = (
+    "max_seq_length", "per_device_train_batch_size", "learning_rate", "learning_rates", "num_train_epochs",
+    "max_steps", "warmup_ratio", "weight_decay", "seed",
+)  # fmt: skip
+FINAL_METRICS = (
+    ("loss", "training loss (MLM + NSP)"), ("mlm_loss", "training MLM loss"), ("nsp_loss", "training NSP loss"),
+    ("eval_mlm_loss", "held-out MLM loss"), ("eval_perplexity", "held-out MLM perplexity"),
+    ("eval_mlm_accuracy", "held-out MLM accuracy"), ("eval_nsp_accuracy", "held-out NSP accuracy"),
+)  # fmt: skip
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+
+
+def read_run_args(folder: Path) -> dict[str, Any]:
+    return next((read_yaml(folder / name) for name in ARGS_FILES if (folder / name).is_file()), {})
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """One record per logging step; a line cut short by a killed run is skipped."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return [r for r in records if isinstance(r, dict) and "step" in r]
 
 
-def training_curve(records: list[dict[str, Any]], output: Path) -> str | None:
-    """Plot training loss (and eval MLM loss) against steps; returns the image's file name."""
-    steps = [r for r in records if "loss" in r]
-    if not steps:
+def read_trainer_state(output_dir: Path) -> dict[str, Any]:
+    """The newest checkpoint's trainer state: elapsed seconds, tokens seen, processes."""
+    checkpoints = list_checkpoints(output_dir)
+    if not checkpoints:
+        return {}
+    return json.loads((checkpoints[-1] / STATE_DIR / TRAINER_STATE).read_text(encoding="utf-8"))
+
+
+def final_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
+    """The last value logged of each MLM/NSP metric, under a readable name."""
+    found = {}
+    for key, label in FINAL_METRICS:
+        values = [r[key] for r in records if isinstance(r.get(key), int | float)]
+        if values:
+            found[label] = values[-1]
+    return found
+
+
+def training_curve(records: list[dict[str, Any]], output_dir: Path) -> str | None:
+    """Plot the training losses and the held-out MLM loss against steps into training_curve.png."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    series = [(key, label) for key, label in FINAL_METRICS if key in ("loss", "mlm_loss", "nsp_loss", "eval_mlm_loss")]
+    plotted = [(key, label) for key, label in series if any(key in r for r in records)]
+    if not plotted:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], label="training loss (MLM + NSP)")
-    evals = [r for r in records if "eval_mlm_loss" in r]
-    if evals:
-        ax.plot([r["step"] for r in evals], [r["eval_mlm_loss"] for r in evals], "o-", label="held-out MLM loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(output / "training_curve.png", dpi=100)
-    plt.close(fig)
-    return "training_curve.png"
+    # pyplot's global backend state is avoided: the card may be made inside a training process
+    figure = Figure(figsize=(7, 4))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for key, label in plotted:
+        points = [(r["step"], r[key]) for r in records if key in r]
+        axes.plot(*zip(*points, strict=True), "o-" if key.startswith("eval") else "-", label=label, markersize=3)
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("loss (nats)")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(output_dir / CURVE_FILE, dpi=100)
+    return CURVE_FILE
 
 
-def glue_table(results: dict[str, dict[str, float]] | None) -> str:
-    if not results:
-        return ""
-    lines = ["| task | metric | value |", "|---|---|---|"]
-    for task, metrics in results.items():
-        lines += [
-            f"| {task} | {name} | {100 * value:.2f} |" for name, value in metrics.items() if name != "learning_rate"
-        ]
-    return "\n".join(lines)
-
-
-def glue_eval_results(results: dict[str, dict[str, float]] | None) -> list[EvalResult]:
+def glue_rows(results: dict[str, dict[str, float]] | None) -> list[dict[str, str]]:
     return [
+        {"task": task, "metric": name, "value": f"{100 * value:.2f}"}
+        for task, metrics in (results or {}).items()
+        for name, value in metrics.items()
+        if name != "learning_rate"
+    ]
+
+
+def glue_eval_results(results: dict[str, dict[str, float]] | None) -> list[EvalResult] | None:
+    found = [
         EvalResult(
             task_type="text-classification",
             dataset_type=GLUE_DATASET,
@@ -71,117 +123,190 @@ def glue_eval_results(results: dict[str, dict[str, float]] | None) -> list[EvalR
             dataset_config=task,
             dataset_split="validation",
             metric_type=name,
-            metric_value=value,
+            metric_value=round(100 * value, 2),
         )
         for task, metrics in (results or {}).items()
         for name, value in metrics.items()
         if name != "learning_rate"
     ]
+    return found or None
 
 
-def compute_used(args: dict[str, Any], records: list[dict[str, Any]]) -> str:
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.machine()})"
-    tokens = records[-1].get("tokens_seen", 0) if records else 0
-    return f"{device}; {len(records) and records[-1]['step']} steps, {tokens:,} tokens seen"
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+
+
+def compute_used(state: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, str]:
+    seconds = state.get("elapsed_seconds", 0.0)
+    tokens = state.get("tokens_seen") or max((r.get("tokens_seen", 0) for r in records), default=0)
+    steps = state.get("step") or max((r["step"] for r in records), default=0)
+    return {
+        "hardware": hardware(),
+        "processes": str(state.get("world_size", 1)),
+        "training time": f"{seconds / 3600:.3g} hours" if seconds else "not recorded",
+        "optimizer steps": f"{steps:,}",
+        "tokens seen": f"{tokens:,}",
+    }
+
+
+def training_data(args: dict[str, Any]) -> tuple[str, list[str] | None]:
+    """A description of the corpus, and the Hub dataset ids for the card's metadata."""
+    if args.get("dataset_name"):
+        config = f" ({args['dataset_config_name']})" if args.get("dataset_config_name") else ""
+        return f"[{args['dataset_name']}](https://huggingface.co/datasets/{args['dataset_name']}){config}", [
+            args["dataset_name"]
+        ]
+    files = ", ".join(f"`{Path(f).name}`" for f in args.get("train_files") or [])
+    return (f"local text files: {files}" if files else "a corpus that was not recorded"), None
+
+
+def tokenizer_facts(folder: Path) -> dict[str, Any]:
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    vocab = folder / "vocab.txt"
+    size = sum(1 for _ in vocab.open(encoding="utf-8")) if vocab.is_file() else None
+    if size is None and (folder / "tokenizer.json").is_file():
+        size = len(json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"])
+    return {
+        "vocab_size": size,
+        "lowercase": config.get("do_lower_case", True),
+        "model_max_length": config.get("model_max_length", "not set"),
+    }
+
+
+def parameter_count(config: dict[str, Any]) -> int:
+    """Encoder parameters of a BertModel (embeddings, layers, pooler), without the pretraining heads."""
+    h, ff, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    positions, types = config["max_position_embeddings"], config.get("type_vocab_size", 2)
+    embeddings = (config["vocab_size"] + positions + types) * h + 2 * h
+    layer = 4 * (h * h + h) + 2 * h + (h * ff + ff) + (ff * h + h) + 2 * h
+    return embeddings + layers * layer + h * h + h
 
 
 def pretraining_card(
-    output_dir: str | Path, repo_id: str = "your-name/bert", glue_results: dict | None = None
+    output_dir: str | Path,
+    repo_id: str | None = None,
+    glue_results: dict[str, dict[str, float]] | None = None,
+    language: str = "en",
+    license: str = "apache-2.0",
 ) -> ModelCard:
+    """The card of a pretrained model; also writes training_curve.png into output_dir when there are metrics."""
     out = Path(output_dir)
-    config = json.loads((out / "config.json").read_text())
-    args = read_yaml(out / "training_args.yaml")
+    repo_id = repo_id or out.resolve().name
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    args = read_run_args(out)
     records = read_metrics(out / "metrics.jsonl")
-    final = {k: v for r in records for k, v in r.items() if k.startswith("eval_")}
-    datasets_used = [args["dataset_name"]] if args.get("dataset_name") else None
+    data, datasets_used = training_data(args)
+    nsp = not args.get("no_nsp", False)
     card_data = ModelCardData(
-        language="en",
-        license="apache-2.0",
+        language=language,
+        license=license,
         library_name="transformers",
         pipeline_tag="fill-mask",
-        tags=["bert", "fill-mask", "pretraining", "bert-recipes"],
+        tags=["bert", "fill-mask", "masked-lm", *(["next-sentence-prediction"] if nsp else []), "bert-recipes"],
         datasets=datasets_used,
         model_name=repo_id,
-        eval_results=glue_eval_results(glue_results) or None,
+        eval_results=glue_eval_results(glue_results),
     )
-    files = ", ".join(Path(f).name for f in args.get("train_files", [])) or "local files"
-    data = args.get("dataset_name") or files
-    keys = ["max_seq_length", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate"]
-    keys += ["lr_scheduler_type", "warmup_ratio", "weight_decay", "max_steps", "mlm_probability", "whole_word_mask"]
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATES / "pretrained_bert.md"),
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,
-        nsp=not args.get("no_nsp", False),
-        layers=config["num_hidden_layers"],
-        hidden=config["hidden_size"],
-        heads=config["num_attention_heads"],
-        intermediate=config["intermediate_size"],
-        vocab_size=config["vocab_size"],
-        max_positions=config["max_position_embeddings"],
-        parameters=f"{parameter_count(config) / 1e6:.1f}M",
-        lowercase=json.loads((out / "tokenizer_config.json").read_text()).get("do_lower_case", True)
-        if (out / "tokenizer_config.json").is_file()
-        else True,
-        training_data=f"{data}, split into sentence pairs for next sentence prediction, masked dynamically.",
-        training_data_short=data,
-        hyperparameters={k: args[k] for k in keys if k in args},
-        compute=compute_used(args, records),
-        results=", ".join(f"{k} {v:.4f}" for k, v in final.items()) or "no evaluation recorded",
+        nsp=nsp,
+        architecture={
+            "layers": config["num_hidden_layers"],
+            "hidden size": config["hidden_size"],
+            "attention heads": config["num_attention_heads"],
+            "feed-forward size": config["intermediate_size"],
+            "vocabulary": config["vocab_size"],
+            "max positions": config["max_position_embeddings"],
+            "parameters (encoder)": f"{parameter_count(config) / 1e6:.1f}M",
+        },
+        tokenizer=tokenizer_facts(out),
+        training_data=data,
+        hyperparameters={k: args[k] for k in PRETRAINING_HYPERPARAMETERS if k in args},
+        compute=compute_used(read_trainer_state(out), records),
+        metrics={name: f"{value:.4f}" for name, value in final_metrics(records).items()},
         curve=training_curve(records, out),
-        glue_table=glue_table(glue_results),
+        glue=glue_rows(glue_results),
     )
 
 
-def parameter_count(config: dict[str, Any]) -> int:
-    h, layers, v, ff = (
-        config["hidden_size"],
-        config["num_hidden_layers"],
-        config["vocab_size"],
-        config["intermediate_size"],
-    )
-    embeddings = (v + config["max_position_embeddings"] + config.get("type_vocab_size", 2)) * h
-    return embeddings + layers * (4 * h * h + 2 * h * ff) + h * h
-
-
-def finetuning_card(output_dir: str | Path, glue_results: dict, base_model: str, repo_id: str) -> ModelCard:
-    args = read_yaml(Path(output_dir) / "finetune_args.yaml")
+def finetuning_card(
+    output_dir: str | Path,
+    glue_results: dict[str, dict[str, float]],
+    base_model: str,
+    repo_id: str | None = None,
+    language: str = "en",
+    license: str = "apache-2.0",
+) -> ModelCard:
+    """The card of a model fine-tuned on GLUE task(s), naming its base model and results."""
+    out = Path(output_dir)
+    repo_id = repo_id or out.resolve().name
+    args = read_run_args(out)
+    # the metadata's base_model must be a Hub id: a local checkpoint is named in the text only
+    on_hub = not Path(base_model).exists() and REPO_ID.match(base_model) is not None
     card_data = ModelCardData(
-        language="en",
-        license="apache-2.0",
+        language=language,
+        license=license,
         library_name="transformers",
         pipeline_tag="text-classification",
-        tags=["bert", "glue", "bert-recipes"],
+        tags=["bert", "text-classification", "glue", *glue_results, "bert-recipes"],
         datasets=[GLUE_DATASET],
-        base_model=base_model,
+        base_model=base_model if on_hub else None,
         model_name=repo_id,
-        eval_results=glue_eval_results(glue_results) or None,
+        eval_results=glue_eval_results(glue_results),
     )
-    keys = ["max_seq_length", "per_device_train_batch_size", "learning_rate", "num_train_epochs", "warmup_ratio"]
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATES / "finetuned_bert.md"),
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,
-        base_model=base_model,
-        tasks=", ".join(glue_results),
-        glue_table=glue_table(glue_results),
-        hyperparameters={k: args[k] for k in keys if k in args},
+        base_model=f"[{base_model}](https://huggingface.co/{base_model})" if on_hub else f"`{Path(base_model).name}`",
+        tasks=", ".join(task.upper() for task in glue_results),
+        glue=glue_rows(glue_results),
+        hyperparameters={k: args[k] for k in FINETUNING_HYPERPARAMETERS if k in args},
     )
 
 
-def tokenizer_card(tokenizer_dir: str | Path, repo_id: str) -> ModelCard:
+def tokenizer_card(
+    tokenizer_dir: str | Path, repo_id: str | None = None, language: str = "en", license: str = "apache-2.0"
+) -> ModelCard:
+    """The card of a tokenizer-only repo."""
     out = Path(tokenizer_dir)
-    args = read_yaml(out / "training_args.yaml")
-    card_data = ModelCardData(language="en", license="apache-2.0", library_name="transformers", tags=["tokenizer"])
+    repo_id = repo_id or out.resolve().name
+    args = read_run_args(out)
+    data, datasets_used = training_data(args)
+    card_data = ModelCardData(
+        language=language,
+        license=license,
+        library_name="transformers",
+        tags=["tokenizer", "wordpiece", "bert", "bert-recipes"],
+        datasets=datasets_used,
+    )
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATES / "tokenizer.md"),
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,
-        vocab_size=sum(1 for _ in (out / "vocab.txt").open(encoding="utf-8")),
-        lowercase=args.get("lowercase", True),
-        model_max_length=args.get("model_max_length", 512),
-        training_data=args.get("dataset_name") or ", ".join(Path(f).name for f in args.get("train_files", [])),
+        tokenizer=tokenizer_facts(out),
+        training_data=data,
+        settings={k: v for k, v in args.items() if k in ("vocab_size", "min_frequency", "lowercase", "strip_accents")},
     )
+
+
+def card_for_folder(folder: str | Path, repo_id: str | None = None) -> ModelCard:
+    """The card that fits what a folder holds: a GLUE fine-tune, a pretrained model or a tokenizer alone."""
+    out = Path(folder)
+    if not (out / "config.json").is_file():
+        return tokenizer_card(out, repo_id)
+    architectures = json.loads((out / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    results_file = out / "eval_results.json"
+    if "BertForSequenceClassification" in architectures and results_file.is_file():
+        results = json.loads(results_file.read_text(encoding="utf-8"))
+        base_model = read_run_args(out).get("model_name_or_path", "a BERT checkpoint")
+        return finetuning_card(out, {out.name: results}, base_model, repo_id)
+    return pretraining_card(out, repo_id)

@@ -208,7 +208,7 @@ class Pretrainer:
         self.tokenizer = load_tokenizer(model.tokenizer_name_or_path)
         self.resume_dir = validate_run(model, data, train, self.tokenizer)
         repo_id = check_hub_access(self.hub_cfg) if self.accelerator.is_main_process else None
-        self.pusher = CheckpointPusher(self.hub_cfg, repo_id) if repo_id else None
+        self.pusher = CheckpointPusher(self.hub_cfg, train.output_dir, repo_id=repo_id) if repo_id else None
         self.output_dir = Path(train.output_dir)
         self.state = TrainerState(world_size=self.accelerator.num_processes)
         set_seed(train.seed)
