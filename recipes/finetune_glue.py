@@ -1,13 +1,20 @@
-"""Fine-tune and evaluate a BERT checkpoint on GLUE.
+"""Fine-tune and evaluate a BERT checkpoint on GLUE (one task, or all nine one after another).
 
-    accelerate launch recipes/finetune_glue.py --model_name_or_path runs/bert-base --task_name sst2 \
-        --output_dir runs/glue [--config recipes/configs/glue.yaml]
-    python recipes/finetune_glue.py --model_name_or_path runs/demo/bert --task_name all --data_dir data/glue
+    accelerate launch recipes/finetune_glue.py --config recipes/configs/glue.yaml \
+        --model_name_or_path runs/bert-base --task_name sst2 --output_dir runs/glue
+
+Data comes from the Hub (nyu-mll/glue) unless --data_dir names the original GLUE layout or --train_file and
+--validation_file name custom files. On the embedded samples, without a GPU:
+
+    python recipes/finetune_glue.py --model_name_or_path runs/demo/bert --task_name all --data_dir data/glue \
+        --output_dir runs/glue
 """
 
 from pathlib import Path
 
-from bert_recipes.config import parse_config, save_config
+from accelerate import PartialState
+
+from bert_recipes.config import parse_config
 from bert_recipes.errors import UsageError, run_cli
 from bert_recipes.glue import GlueConfig, results_markdown, run_glue
 from bert_recipes.hub import HubConfig, check_hub_access, push_folder
@@ -20,14 +27,15 @@ def main(argv: list[str]) -> None:
         raise UsageError("--push_to_hub pushes one fine-tuned model: pick one --task_name, not all")
     repo_id = check_hub_access(hub)
     results = run_glue(config)
-    print(results_markdown(results))
+    if PartialState().is_main_process:
+        print(results_markdown(results))
     if repo_id:
         task_dir = Path(config.output_dir) / config.task_name
-        save_config(task_dir / "finetune_args.yaml", config)
         card = finetuning_card(task_dir, results, config.model_name_or_path, repo_id)
         push_folder(task_dir, hub, f"Fine-tuned on GLUE {config.task_name}", card)
         print(f"pushed to {repo_id}")
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    # run_glue sets up the process state itself (CPU ranks when there is no GPU)
+    run_cli(main, init_state=False)

@@ -1,36 +1,62 @@
-"""The GLUE recipe end to end on tiny samples in the original GLUE layout, with a tiny BERT."""
+"""The GLUE recipe end to end on tiny samples in the original GLUE layout, with a tiny random BERT."""
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import json
+import runpy
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import datasets
+import numpy as np
 import pytest
-from transformers import AutoModelForSequenceClassification
+import torch
+import yaml
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from bert_recipes.glue import TASKS, GlueConfig, load_glue_dir, majority_baseline, run_glue
+from bert_recipes.config import parse_config
+from bert_recipes.errors import UsageError, run_cli
+from bert_recipes.glue import (
+    HUB_DATASET,
+    TASKS,
+    GlueConfig,
+    glue_score,
+    load_checked_tokenizer,
+    load_glue_dir,
+    load_hub,
+    load_model,
+    load_task_data,
+    majority_baseline,
+    predict,
+    prediction_trainer,
+    run_glue,
+    tasks_to_run,
+    tokenize,
+)
 from tests.conftest import GLUE_SAMPLES, REPO_ROOT
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "glue"
 FINETUNE = REPO_ROOT / "recipes" / "finetune_glue.py"
+EVAL_ROWS = 40
 
 
 @pytest.fixture(scope="module")
 def glue_dir(tmp_path_factory) -> Path:
-    """All nine tasks in the GLUE layout: the real samples plus synthetic QQP, MNLI, QNLI and a CoLA test file."""
+    """All nine tasks in the GLUE layout: the real samples plus the layout fixtures (QQP, MNLI, QNLI, tests, AX)."""
     out = tmp_path_factory.mktemp("glue")
-    shutil.copytree(GLUE_SAMPLES, out, dirs_exist_ok=True)
+    shutil.copytree(GLUE_SAMPLES, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.md"))
     shutil.copytree(FIXTURES, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.md"))
     return out
 
 
-def config(model: Path, data_dir: Path, out: Path, **overrides) -> GlueConfig:
+def make_config(model: Path, data_dir: Path | None, out: Path, **overrides) -> GlueConfig:
     values = dict(
-        model_name_or_path=str(model), data_dir=str(data_dir), output_dir=str(out), max_steps=3,
-        max_seq_length=64, per_device_train_batch_size=8, max_eval_samples=40, logging_steps=1,
+        model_name_or_path=str(model), data_dir=str(data_dir) if data_dir else None, output_dir=str(out),
+        max_steps=3, max_seq_length=64, per_device_train_batch_size=8, max_eval_samples=EVAL_ROWS, logging_steps=1,
     )  # fmt: skip
     return GlueConfig(**{**values, **overrides})
 
@@ -38,121 +64,265 @@ def config(model: Path, data_dir: Path, out: Path, **overrides) -> GlueConfig:
 @pytest.fixture(scope="module")
 def all_tasks(tiny_bert_dir, glue_dir, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("glue-run")
-    return out, run_glue(config(tiny_bert_dir, glue_dir, out, task_name="all"))
+    return out, run_glue(make_config(tiny_bert_dir, glue_dir, out, task_name="all"))
 
 
-def test_every_task_runs_end_to_end(all_tasks):
+def tsv_rows(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def expected_metric_names(task: str) -> set[str]:
+    if task == "mnli":
+        return {"accuracy_m", "accuracy_mm"}
+    return set(TASKS[task].metrics)
+
+
+def test_every_task_runs_end_to_end_with_its_official_metrics(all_tasks):
     out, results = all_tasks
-    assert set(results) == set(TASKS)
-    for task in TASKS:
-        saved = json.loads((out / task / "eval_results.json").read_text())
-        assert saved == results[task]
-        assert (out / task / "config.json").is_file()
-    assert set(results["cola"]) == {"matthews_correlation", "learning_rate"}
-    assert set(results["mrpc"]) == set(results["qqp"]) == {"accuracy", "f1", "learning_rate"}
-    assert set(results["stsb"]) == {"pearson", "spearmanr", "learning_rate"}
+    assert list(results) == list(TASKS)
+    for task, metrics in results.items():
+        assert set(metrics) == expected_metric_names(task)
+        assert json.loads((out / task / "eval_results.json").read_text()) == metrics
+        assert (out / task / "model.safetensors").is_file() and (out / task / "tokenizer.json").is_file()
+        saved = yaml.safe_load((out / task / "finetune_args.yaml").read_text())
+        assert saved["task_name"] == task and saved["max_steps"] == 3
 
 
-def test_mnli_reports_matched_and_mismatched(all_tasks):
+def test_mnli_reports_matched_and_mismatched_from_both_dev_files(all_tasks, glue_dir):
     out, results = all_tasks
-    assert {"accuracy_m", "accuracy_mm"} <= set(results["mnli"])
-    assert (out / "mnli" / "dev_predictions_validation_matched.tsv").is_file()
-    assert (out / "mnli" / "dev_predictions_validation_mismatched.tsv").is_file()
+    for file, suffix in (("dev_matched", "_m"), ("dev_mismatched", "_mm")):
+        rows = tsv_rows(out / "mnli" / f"{file.replace('dev', 'dev_predictions')}.tsv")[1:]
+        gold = [row[-1] for row in tsv_rows(glue_dir / "MNLI" / f"{file}.tsv")[1:]]
+        assert [row[2] for row in rows] == gold  # both dev sets, whole and in file order
+        accuracy = sum(row[1] == row[2] for row in rows) / len(rows)
+        assert results["mnli"][f"accuracy{suffix}"] == pytest.approx(accuracy)
 
 
-def test_stsb_is_a_regression_head_with_float_predictions(all_tasks):
+def test_stsb_is_a_regression_with_clipped_float_predictions(all_tasks, glue_dir):
+    out, results = all_tasks
+    config = AutoModelForSequenceClassification.from_pretrained(out / "stsb").config
+    assert config.num_labels == 1 and config.problem_type == "regression"
+    assert set(results["stsb"]) == {"pearson", "spearmanr"}
+    written = tsv_rows(out / "stsb" / "dev_predictions.tsv")[1:]
+    gold = [row[9] for row in tsv_rows(glue_dir / "STS-B" / "dev.tsv")[1 : EVAL_ROWS + 1]]
+    assert [int(row[0]) for row in written] == list(range(EVAL_ROWS))
+    assert [float(row[2]) for row in written] == pytest.approx([float(score) for score in gold], abs=1e-3)
+    assert all(0.0 <= float(row[1]) <= 5.0 for row in written)
+
+
+def test_predictions_come_back_in_dataset_order(all_tasks, glue_dir):
     out, _ = all_tasks
-    assert AutoModelForSequenceClassification.from_pretrained(out / "stsb").config.num_labels == 1
-    rows = (out / "stsb" / "dev_predictions_validation.tsv").read_text().splitlines()
-    assert rows[0] == "index\tprediction" and all(0.0 <= float(r.split("\t")[1]) <= 5.0 for r in rows[1:])
+    config = make_config(out / "stsb", glue_dir, out, task_name="stsb")
+    model = AutoModelForSequenceClassification.from_pretrained(out / "stsb").eval()
+    tokenizer = AutoTokenizer.from_pretrained(out / "stsb")
+    data = load_task_data(config, "stsb")
+    dev = tokenize(data, tokenizer, config.max_seq_length)["validation"]
+    got = predict(prediction_trainer(model, config, tokenizer), dev, TASKS["stsb"])
+    pairs = zip(data["validation"]["text_a"], data["validation"]["text_b"], strict=True)
+    with torch.no_grad():
+        one_by_one = [model(**tokenizer(a, b, return_tensors="pt")).logits.item() for a, b in pairs]
+    # the tiny model's scores differ by ~1e-4 from row to row: enough to see any row out of place
+    assert np.ptp(one_by_one) > 1e-5
+    np.testing.assert_allclose(got, one_by_one, atol=1e-6)
 
 
-def test_submission_files_follow_the_leaderboard_format(all_tasks):
+def test_submission_files_follow_the_leaderboard_format(all_tasks, glue_dir):
     out, _ = all_tasks
+    nli = {"entailment", "neutral", "contradiction"}
     expected = {
-        "mnli/submission/MNLI-m.tsv": {"entailment", "neutral", "contradiction"},
-        "mnli/submission/MNLI-mm.tsv": {"entailment", "neutral", "contradiction"},
-        "qnli/submission/QNLI.tsv": {"entailment", "not_entailment"},
-        "qqp/submission/QQP.tsv": {"0", "1"},
-        "cola/submission/CoLA.tsv": {"0", "1"},
+        "CoLA.tsv": (glue_dir / "CoLA" / "test.tsv", {"0", "1"}),
+        "STS-B.tsv": (glue_dir / "STS-B" / "test.tsv", None),
+        "QQP.tsv": (glue_dir / "QQP" / "test.tsv", {"0", "1"}),
+        "MNLI-m.tsv": (glue_dir / "MNLI" / "test_matched.tsv", nli),
+        "MNLI-mm.tsv": (glue_dir / "MNLI" / "test_mismatched.tsv", nli),
+        "AX.tsv": (glue_dir / "diagnostic" / "diagnostic.tsv", nli),
+        "QNLI.tsv": (glue_dir / "QNLI" / "test.tsv", {"entailment", "not_entailment"}),
     }
-    for path, allowed in expected.items():
-        lines = (out / path).read_text().splitlines()
-        assert lines[0] == "index\tprediction"
-        indices = [int(line.split("\t")[0]) for line in lines[1:]]
-        assert indices == list(range(len(indices))) and indices
-        assert {line.split("\t")[1] for line in lines[1:]} <= allowed
+    assert {p.name for p in (out / "submission").iterdir()} == set(expected)
+    for name, (test_file, allowed) in expected.items():
+        header, *rows = tsv_rows(out / "submission" / name)
+        assert header == ["index", "prediction"]
+        assert [row[0] for row in rows] == [row[0] for row in tsv_rows(test_file)[1:]]
+        if allowed is None:
+            assert all(0.0 <= float(row[1]) <= 5.0 and len(row[1].split(".")[1]) == 3 for row in rows)
+        else:
+            assert {row[1] for row in rows} <= allowed
 
 
-def test_all_tasks_writes_the_results_table(all_tasks):
+def test_all_tasks_writes_the_results_table_and_json(all_tasks):
     out, results = all_tasks
     table = (out / "glue_results.md").read_text()
-    assert all(f"| {task} |" in table for task in TASKS) and "GLUE score" in table
-    assert json.loads((out / "glue_results.json").read_text())["tasks"] == results
+    assert all(f"| {task} |" in table for task in TASKS)
+    assert "| MNLI-m | MNLI-mm |" in table and f"{glue_score(results):.2f} |" in table
+    summary = json.loads((out / "glue_results.json").read_text())
+    assert summary["tasks"] == results and summary["glue_score"] == pytest.approx(glue_score(results))
 
 
 def test_learning_rate_sweep_keeps_the_best_on_dev(tiny_bert_dir, glue_dir, tmp_path):
-    results = run_glue(config(tiny_bert_dir, glue_dir, tmp_path, task_name="rte", learning_rates="1e-5,1e-3"))
-    assert results["rte"]["learning_rate"] in (1e-5, 1e-3)
+    config = make_config(tiny_bert_dir, glue_dir, tmp_path, task_name="mrpc", learning_rates="1e-5,5e-3")
+    results = run_glue(config)
+    sweep = json.loads((tmp_path / "mrpc" / "learning_rate_sweep.json").read_text())
+    assert set(sweep) == {"1e-05", "0.005"}
+    best = max(sweep, key=lambda rate: sum(sweep[rate].values()))
+    assert results["mrpc"] == sweep[best]
+    assert yaml.safe_load((tmp_path / "mrpc" / "finetune_args.yaml").read_text())["learning_rate"] == float(best)
 
 
-def test_glue_layout_reader_keeps_every_row(glue_dir):
-    data = load_glue_dir("cola", glue_dir)
-    lines = (glue_dir / "CoLA" / "train.tsv").read_text().splitlines()
-    assert len(data["train"]) == len(lines)
-    assert data["train"][0]["text_a"] == lines[0].split("\t")[3]
-    assert len(load_glue_dir("mnli", glue_dir)["validation_mismatched"]) == 12
+def test_glue_layout_reader_keeps_every_row_and_column(glue_dir):
+    cola = load_glue_dir("cola", glue_dir)
+    lines = tsv_rows(glue_dir / "CoLA" / "train.tsv")
+    assert len(cola["train"]) == len(lines)  # no header to drop
+    assert cola["train"][0]["text_a"] == lines[0][3] and cola["train"]["label"] == [int(r[1]) for r in lines]
+    mnli = load_glue_dir("mnli", glue_dir)
+    assert len(mnli["validation_mismatched"]) == 12 and set(mnli) >= {"test_matched", "test_mismatched", "ax"}
+    assert mnli["train"][0]["label"] == TASKS["mnli"].labels.index(tsv_rows(glue_dir / "MNLI" / "train.tsv")[1][-1])
+    qqp_test = tsv_rows(glue_dir / "QQP" / "test.tsv")[1:]
+    assert load_glue_dir("qqp", glue_dir)["test"]["idx"] == [int(row[0]) for row in qqp_test]
 
 
-def test_majority_baseline(glue_dir, tiny_bert_dir):
-    baseline = majority_baseline(config(tiny_bert_dir, glue_dir, glue_dir), "sst2")
-    labels = [line.split("\t")[1] for line in (glue_dir / "SST-2" / "dev.tsv").read_text().splitlines()[1:]]
-    train = [line.split("\t")[1] for line in (glue_dir / "SST-2" / "train.tsv").read_text().splitlines()[1:]]
+def test_all_with_data_dir_skips_absent_tasks_but_one_task_must_exist(tiny_bert_dir, tmp_path):
+    config = make_config(tiny_bert_dir, GLUE_SAMPLES, tmp_path, task_name="all")
+    assert tasks_to_run(config) == ["cola", "sst2", "mrpc", "stsb", "rte", "wnli"]
+    with pytest.raises(Exception, match=r"QQP/train.tsv' is missing"):
+        tasks_to_run(make_config(tiny_bert_dir, GLUE_SAMPLES, tmp_path, task_name="qqp"))
+
+
+def test_majority_baseline_predicts_the_most_frequent_train_label(tiny_bert_dir):
+    config = make_config(tiny_bert_dir, GLUE_SAMPLES, GLUE_SAMPLES, max_eval_samples=None)
+    train = [row[1] for row in tsv_rows(GLUE_SAMPLES / "SST-2" / "train.tsv")[1:]]
+    dev = [row[1] for row in tsv_rows(GLUE_SAMPLES / "SST-2" / "dev.tsv")[1:]]
     majority = max(set(train), key=train.count)
-    assert baseline["accuracy"] == pytest.approx(labels.count(majority) / len(labels))
+    assert majority_baseline(config, "sst2") == {"accuracy": pytest.approx(dev.count(majority) / len(dev))}
+    assert majority_baseline(config, "cola") == {"matthews_correlation": 0.0}
+    assert majority_baseline(config, "stsb") == {"pearson": 0.0, "spearmanr": 0.0}
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(FINETUNE), *args], capture_output=True, text=True, timeout=300)
+def test_custom_files_in_csv_and_json_lines(tiny_bert_dir, tmp_path):
+    train = tmp_path / "train.csv"
+    train.write_text('sentence1,sentence2,label\n"A man, tall.",A man.,entailment\nA dog.,A cat.,1\n')
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text(
+        '{"text_a": "One.", "text_b": "Two.", "label": 0}\n{"text_a": "Three.", "text_b": "x", "label": 1}\n'
+    )
+    config = make_config(
+        tiny_bert_dir, None, tmp_path, task_name="rte", train_file=str(train), validation_file=str(dev)
+    )
+    data = load_task_data(config, "rte")
+    assert data["train"]["text_a"] == ["A man, tall.", "A dog."] and data["train"]["label"] == [0, 1]
+    assert data["validation"]["text_b"] == ["Two.", "x"] and data["validation"]["label"] == [0, 1]
 
 
-def broken_dir(glue_dir: Path, tmp_path: Path, case: str) -> Path:
+def test_a_checkpoint_directory_loads_under_a_fresh_seeded_head(tiny_bert_dir, tmp_path):
+    checkpoint = tmp_path / "checkpoint-7"
+    shutil.copytree(tiny_bert_dir, checkpoint)
+    (checkpoint / "training_state").mkdir()
+    (checkpoint / "training_state" / "optimizer.bin").write_bytes(b"not a model")
+    config = make_config(checkpoint, None, tmp_path)
+    assert len(load_checked_tokenizer(config)) == 2000
+    first, again = load_model(config, TASKS["mnli"]), load_model(config, TASKS["mnli"])
+    other = load_model(dataclasses.replace(config, seed=7), TASKS["mnli"])
+    assert first.classifier.weight.shape == (3, 64) and first.config.id2label[0] == "entailment"
+    assert torch.equal(first.classifier.weight, again.classifier.weight)
+    assert not torch.equal(first.classifier.weight, other.classifier.weight)
+
+
+def test_glue_yaml_holds_the_bert_paper_defaults():
+    (config,) = parse_config([GlueConfig], ["--config", str(REPO_ROOT / "recipes" / "configs" / "glue.yaml")])
+    assert (config.max_seq_length, config.per_device_train_batch_size, config.num_train_epochs) == (128, 32, 3.0)
+    assert (config.learning_rate, config.warmup_ratio, config.weight_decay) == (2e-5, 0.1, 0.01)
+    assert config == GlueConfig()
+
+
+def break_data(glue_dir: Path, tmp_path: Path, case: str) -> Path:
     out = tmp_path / "glue"
     shutil.copytree(glue_dir, out)
     dev = out / "RTE" / "dev.tsv"
     lines = dev.read_text().splitlines()
-    if case == "malformed_row":
-        lines[5] = "only-one-column"
-    if case == "missing_column":
-        lines[0] = lines[0].replace("sentence2", "hypothesis")
     if case == "missing_file":
         dev.unlink()
-        return out
-    dev.write_text("\n".join(lines) + "\n")
+    elif case == "malformed_row":
+        lines[5] = "only-one-field"
+    elif case == "missing_column":
+        lines[0] = lines[0].replace("sentence2", "hypothesis")
+    elif case == "unknown_label":
+        lines[3] = lines[3].rsplit("\t", 1)[0] + "\tmaybe"
+    if dev.exists():
+        dev.write_text("\n".join(lines) + "\n")
     return out
 
 
-@pytest.mark.parametrize(
-    ("case", "expected"),
-    [
-        ("unknown_task", "unknown --task_name 'rtee' (did you mean 'rte'?)"),
-        ("missing_file", "RTE/dev.tsv' is missing"),
-        ("malformed_row", "dev.tsv' line 6 has 1 columns"),
-        ("missing_column", "has no column 'sentence2'"),
-        ("vocab_mismatch", "vocab_size 10 but its tokenizer has 2000 tokens"),
-    ],
-)
-def test_bad_input_gives_one_line_and_exit_2(case, expected, glue_dir, tiny_bert_dir, tmp_path):
-    data_dir, model = glue_dir, tiny_bert_dir
-    if case in ("missing_file", "malformed_row", "missing_column"):
-        data_dir = broken_dir(glue_dir, tmp_path, case)
-    if case == "vocab_mismatch":
-        model = tmp_path / "model"
-        shutil.copytree(tiny_bert_dir, model)
-        settings = json.loads((model / "config.json").read_text())
-        (model / "config.json").write_text(json.dumps({**settings, "vocab_size": 10}))
-    task = "rtee" if case == "unknown_task" else "rte"
-    result = run_cli("--model_name_or_path", str(model), "--task_name", task, "--data_dir", str(data_dir),
-                     "--output_dir", str(tmp_path / "out"), "--max_steps", "1")  # fmt: skip
+def shrink_vocab(tiny_bert_dir: Path, tmp_path: Path) -> Path:
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, model)
+    settings = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**settings, "vocab_size": 10}))
+    return model
+
+
+BROKEN_DATA = {"missing_file", "malformed_row", "missing_column", "unknown_label"}
+BAD_INPUTS = {
+    "unknown_task": (["--task_name", "rtee"], "unknown --task_name 'rtee' (did you mean 'rte'?): use one of cola,"),
+    "missing_file": ([], "RTE/dev.tsv' is missing"),
+    "malformed_row": ([], "RTE/dev.tsv' line 6 has 1 tab-separated fields, the header 4"),
+    "missing_column": ([], "RTE/dev.tsv' has no column 'sentence2'"),
+    "unknown_label": ([], "RTE/dev.tsv' line 4: label 'maybe' is not entailment or not_entailment"),
+    "vocab_mismatch": ([], "has vocab_size 10 but its tokenizer has 2000 tokens"),
+    "custom_files_for_all": (["--task_name", "all", "--train_file", "t.csv", "--validation_file", "d.csv"], "one task"),
+    "bad_learning_rates": (["--learning_rates", "2e-5,fast"], "--learning_rates '2e-5,fast' is not a comma list"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gives_one_line_and_exit_2(case, glue_dir, tiny_bert_dir, tmp_path, capsys):
+    extra, expected = BAD_INPUTS[case]
+    data_dir = break_data(glue_dir, tmp_path, case) if case in BROKEN_DATA else glue_dir
+    model = shrink_vocab(tiny_bert_dir, tmp_path) if case == "vocab_mismatch" else tiny_bert_dir
+    args = ["--model_name_or_path", str(model), "--task_name", "rte", "--output_dir", str(tmp_path / "out")]
+    args += ["--max_steps", "1"] + (["--data_dir", str(data_dir)] if "--train_file" not in extra else []) + extra
+    main = runpy.run_path(str(FINETUNE))["main"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, args)
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1 and expected in stderr, stderr
+
+
+def test_the_real_command_line_exits_2_with_one_line(glue_dir, tiny_bert_dir, tmp_path):
+    data_dir = break_data(glue_dir, tmp_path, "malformed_row")
+    args = ["--config", "recipes/configs/glue.yaml", "--model_name_or_path", str(tiny_bert_dir), "--task_name", "rte"]
+    args += ["--data_dir", str(data_dir), "--output_dir", str(tmp_path / "out")]
+    result = subprocess.run(
+        [sys.executable, str(FINETUNE), *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 2, result.stderr[-3000:]
-    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: '{data_dir}/RTE/dev.tsv' line 6 has 1 tab-separated "
+                                                  "fields, the header 4: fix or remove it"]  # fmt: skip
+
+
+def test_hub_rows_become_the_common_columns(monkeypatch):
+    names = datasets.ClassLabel(names=["entailment", "not_entailment"])
+    features = datasets.Features(
+        {"sentence1": datasets.Value("string"), "sentence2": datasets.Value("string"), "label": names,
+         "idx": datasets.Value("int32")}
+    )  # fmt: skip
+    split = {"sentence1": ["A.", "B."], "sentence2": ["C.", "D."], "label": [1, 0], "idx": [7, 8]}
+    hub = datasets.DatasetDict({"train": datasets.Dataset.from_dict(split, features=features)})
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, name: hub if (path, name) == (HUB_DATASET, "rte") else 0)
+    train = load_hub("rte")["train"]
+    assert train.column_names == ["text_a", "text_b", "label", "idx"]
+    assert (train["text_a"], train["text_b"], train["label"], train["idx"]) == (
+        ["A.", "B."],
+        ["C.", "D."],
+        [1, 0],
+        [7, 8],
+    )
+
+
+def test_the_hub_out_of_reach_is_one_clear_error(monkeypatch):
+    def offline(path, name):
+        raise ConnectionError(f"Couldn't reach '{path}' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(UsageError, match=r"GLUE sst2 could not be loaded from the Hub .* pass --data_dir"):
+        load_hub("sst2")

@@ -1,48 +1,67 @@
-"""GLUE metrics as the benchmark defines them, as an `evaluate` module loaded by path (nothing is fetched).
+"""The GLUE metrics as the benchmark defines them, an `evaluate` module loaded by path so nothing is fetched.
 
-evaluate.load("src/bert_recipes/metrics/glue", "mrpc").compute(predictions=[...], references=[...])
+    evaluate.load("src/bert_recipes/metrics/glue", config_name="mrpc").compute(predictions=[...], references=[...])
+
+CoLA (and the diagnostic AX): Matthews correlation. MRPC, QQP: accuracy and F1 of the positive class.
+STS-B: Pearson and Spearman correlation. SST-2, MNLI (matched, mismatched), QNLI, RTE, WNLI: accuracy.
 """
 
 import datasets
 import evaluate
+import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score, matthews_corrcoef
 
-TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "mnli_matched", "mnli_mismatched", "qnli", "rte", "wnli", "ax")
+METRICS = {
+    "cola": ("matthews_correlation",),
+    "ax": ("matthews_correlation",),
+    "sst2": ("accuracy",),
+    "mrpc": ("accuracy", "f1"),
+    "qqp": ("accuracy", "f1"),
+    "stsb": ("pearson", "spearmanr"),
+    "mnli": ("accuracy",),
+    "mnli_matched": ("accuracy",),
+    "mnli_mismatched": ("accuracy",),
+    "qnli": ("accuracy",),
+    "rte": ("accuracy",),
+    "wnli": ("accuracy",),
+}
 
-_DESCRIPTION = (
-    "GLUE: CoLA Matthews correlation; MRPC and QQP accuracy and F1; STS-B Pearson and Spearman; accuracy else."
+_DESCRIPTION = "The official GLUE metric of each task; pass the task as config_name."
+_CITATION = (
+    "Wang, Singh, Michael, Hill, Levy, Bowman. GLUE: A Multi-Task Benchmark and Analysis Platform for Natural "
+    "Language Understanding. ICLR 2019."
 )
-_CITATION = "Wang et al., GLUE: A Multi-Task Benchmark and Analysis Platform for Natural Language Understanding, 2019."
-_KWARGS = "predictions: predicted labels (floats for stsb); references: gold labels."
-
-
-def accuracy(predictions, references) -> float:
-    return float(sum(int(p == r) for p, r in zip(predictions, references, strict=True)) / len(references))
+_KWARGS = """
+Args:
+    predictions: predicted class ids (scores for stsb).
+    references: gold class ids (scores for stsb).
+Returns:
+    a dict of the task's metrics: matthews_correlation, accuracy, f1, pearson, spearmanr.
+"""
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS)
 class Glue(evaluate.Metric):
     def _info(self):
-        if self.config_name not in TASKS:
-            raise KeyError(f"unknown GLUE task '{self.config_name}': use one of {', '.join(TASKS)}")
-        kind = "float32" if self.config_name == "stsb" else "int64"
+        if self.config_name not in METRICS:
+            raise KeyError(f"unknown GLUE task '{self.config_name}': use one of {', '.join(METRICS)}")
+        kind = "float64" if self.config_name == "stsb" else "int64"
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS,
             features=datasets.Features({"predictions": datasets.Value(kind), "references": datasets.Value(kind)}),
-            format="numpy",
         )
 
     def _compute(self, predictions, references):
-        if self.config_name == "cola":
-            return {"matthews_correlation": float(matthews_corrcoef(references, predictions))}
-        if self.config_name == "stsb":
-            return {
-                "pearson": float(pearsonr(predictions, references)[0]),
-                "spearmanr": float(spearmanr(predictions, references)[0]),
-            }
-        if self.config_name in ("mrpc", "qqp"):
-            return {"accuracy": accuracy(predictions, references), "f1": float(f1_score(references, predictions))}
-        return {"accuracy": accuracy(predictions, references)}
+        # Python lists in, not format="numpy": datasets' numpy formatter casts float64 scores to float32
+        predictions, references = np.asarray(predictions), np.asarray(references)
+        scores = {
+            "matthews_correlation": lambda: matthews_corrcoef(references, predictions),
+            "accuracy": lambda: np.mean(predictions == references),
+            "f1": lambda: f1_score(references, predictions),
+            "pearson": lambda: pearsonr(predictions, references)[0],
+            "spearmanr": lambda: spearmanr(predictions, references)[0],
+        }
+        return {name: float(scores[name]()) for name in METRICS[self.config_name]}
