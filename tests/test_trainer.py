@@ -77,11 +77,13 @@ def test_metrics_jsonl_has_every_field(finished_run):
     records = read_metrics(finished_run)
     assert [r["step"] for r in records] == list(range(1, 21))
     train_fields = {"step", "epoch", "loss", "mlm_loss", "nsp_loss", "learning_rate", "grad_norm", "tokens_per_second"}
+    train_fields.add("data_wait_fraction")
     assert all(train_fields <= r.keys() for r in records)
     evals = [r for r in records if "eval_mlm_loss" in r]
     assert [r["step"] for r in evals] == [10, 20]
     assert {"eval_mlm_accuracy", "eval_perplexity", "eval_nsp_accuracy"} <= evals[-1].keys()
     assert all(r["tokens_per_second"] > 0 for r in records)
+    assert all(0 <= r["data_wait_fraction"] < 1 for r in records)
     assert records[-1]["tokens_seen"] <= 20 * 8 * 64
 
 

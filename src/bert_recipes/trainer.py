@@ -466,7 +466,9 @@ class Pretrainer:
     def _elapsed(self) -> float:
         return self.state.elapsed_seconds + time.perf_counter() - self._clock
 
-    def _log_step(self, sums: torch.Tensor, grad_norm: Any, seconds: float, bar: tqdm) -> dict[str, Any]:
+    def _log_step(
+        self, sums: torch.Tensor, grad_norm: Any, seconds: float, data_wait: float, bar: tqdm
+    ) -> dict[str, Any]:
         totals = self.accelerator.reduce(sums.to(self.accelerator.device), "sum").cpu()
         loss, mlm, nsp, tokens, micro = totals.tolist()
         self._count_tokens()
@@ -478,6 +480,8 @@ class Pretrainer:
             "learning_rate": self.scheduler.get_last_lr()[0],
             "tokens_per_second": tokens / max(seconds, 1e-9),
             "tokens_seen": self.state.tokens_seen,
+            # this rank's time blocked on the data pipeline: above a few percent, training is starved
+            "data_wait_fraction": data_wait / max(seconds, 1e-9),
         }
         if not self.data_cfg.no_nsp:
             record["nsp_loss"] = nsp / micro
@@ -511,10 +515,13 @@ class Pretrainer:
         sums = torch.zeros(5, dtype=torch.float64)
         bar = tqdm(total=t.max_steps, initial=self.state.step, disable=not acc.is_local_main_process, unit="step")
         self._clock = window_start = time.perf_counter()
+        data_wait = 0.0
         eval_metrics: dict[str, float] = {}
         self.model.train()
         while self.state.step < t.max_steps:
+            asked = time.perf_counter()
             micro_batches = self._next_micro_batches(batches)
+            data_wait += time.perf_counter() - asked
             if self._should_stop(micro_batches is None, stop):
                 break
             stepped, grad_norm = self._train_step(micro_batches, sums)
@@ -524,9 +531,9 @@ class Pretrainer:
             bar.update(1)
             record: dict[str, Any] = {}
             if self.state.step % t.logging_steps == 0 or self.state.step == t.max_steps:
-                record = self._log_step(sums, grad_norm, time.perf_counter() - window_start, bar)
+                record = self._log_step(sums, grad_norm, time.perf_counter() - window_start, data_wait, bar)
                 sums.zero_()
-                window_start = time.perf_counter()
+                data_wait, window_start = 0.0, time.perf_counter()
             if t.eval_steps > 0 and (self.state.step % t.eval_steps == 0 or self.state.step == t.max_steps):
                 eval_metrics = self.evaluate()
                 record = {"step": self.state.step, **record, **eval_metrics}
