@@ -1,0 +1,30 @@
+"""`make demo`'s second step, end to end in a real process, on a pretraining run cut to a few steps."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+
+def test_demo_pretrains_fine_tunes_and_prints_the_results_table(tokenizer_dir, tmp_path):
+    config = yaml.safe_load((REPO_ROOT / "recipes" / "configs" / "demo.yaml").read_text())
+    config.update(max_steps=20, eval_steps=20, save_steps=20, logging_steps=10)
+    short = tmp_path / "demo.yaml"
+    short.write_text(yaml.safe_dump(config))
+    command = [sys.executable, "recipes/demo.py", "--tokenizer_dir", str(tokenizer_dir), "--output_dir",
+               str(tmp_path / "demo"), "--pretrain_config", str(short)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    rows = dict(re.findall(r"^\| (MLM accuracy|SST-2 accuracy)[^|]*\| ([0-9.]+) \| [0-9.]+ \|$", result.stdout, re.M))
+    assert set(rows) == {"MLM accuracy", "SST-2 accuracy"}, result.stdout
+    assert len(re.findall(r"^  .*\[MASK\].* -> \S", result.stdout, re.M)) == 3
+    written = json.loads((tmp_path / "demo" / "glue" / "sst2" / "eval_results.json").read_text())
+    assert float(rows["SST-2 accuracy"]) == round(written["accuracy"], 4)
+    assert json.loads((tmp_path / "demo" / "bert" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 20
