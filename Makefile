@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/tokenizer_throughput.py
 	$(BIN)/python benchmarks/data_throughput.py
 	$(BIN)/python benchmarks/pretrain_throughput.py --tokenizer $(DEMO_DIR)/tokenizer --sizes small,mini,base --steps 6
+	$(BIN)/python benchmarks/pretrain_levers.py
 	$(BIN)/python benchmarks/glue_throughput.py --tokenizer $(DEMO_DIR)/tokenizer
 	$(BIN)/python benchmarks/streaming_pipeline.py --tokenizer $(DEMO_DIR)/tokenizer
 	$(BIN)/python benchmarks/deepspeed_memory.py
