@@ -12,9 +12,6 @@ Prints training rows/s, real (non-padding) tokens/s and the ratio, and writes JS
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +20,7 @@ import datasets
 import torch
 from accelerate import PartialState
 from pretrain_throughput import SIZES, VOCAB, StepTimer
+from reporting import machine, print_table, save_json
 from transformers import (
     AutoTokenizer,
     BertConfig,
@@ -124,22 +122,22 @@ def main() -> None:
                 }
             )
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, fp32",
+        "machine": f"{machine()}, fp32",
         "train_rows": len(lengths),
         "mean_tokens_per_row": round(mean_length, 1),
         "config": asdict(bench),
         "rows": rows,
     }
-    Path(bench.output_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(bench.output_json).write_text(json.dumps(result, indent=2))
+    save_json(bench.output_json, result)
     print(f"SST-2 sample: {len(lengths)} train rows, {mean_length:.1f} tokens per row on average")
-    print("| size | run_glue.py-style rows/s | recipe rows/s | speedup | recipe real tokens/s |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['size']} | {r['run_glue_rows_per_second']:,} | {r['recipe_rows_per_second']:,} | "
-            f"{r['speedup']}x | {r['recipe_real_tokens_per_second']:,} |"
-        )
+    print_table(
+        ["size", "run_glue.py-style rows/s", "recipe rows/s", "speedup", "recipe real tokens/s"],
+        [
+            [r["size"], r["run_glue_rows_per_second"], r["recipe_rows_per_second"], f"{r['speedup']}x",
+             f"{r['recipe_real_tokens_per_second']:,}"]
+            for r in rows
+        ],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -8,16 +8,13 @@ random full-length batches, so the numbers isolate compute; `pretrain_throughput
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from pretrain_throughput import SIZES, VOCAB
+from reporting import machine, print_table, save_json
 from transformers import BertConfig
 
 from bert_recipes.config import parse_config
@@ -115,18 +112,16 @@ def main() -> None:
     for row in rows:
         row["vs_recipe"] = round(rows[0]["seconds_per_step"] / row["seconds_per_step"], 2)
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, fp32, "
-        f"{torch.get_num_threads()} threads",
+        "machine": f"{machine()}, fp32",
         "config": asdict(bench),
         "rows": rows,
     }
-    Path(bench.output_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(bench.output_json).write_text(json.dumps(result, indent=2))
+    save_json(bench.output_json, result)
     print(f"{bench.size}, batch {bench.batch_size} x {bench.seq_length}, {result['machine']}")
-    print("| lever | s/step | tokens/s | speed vs recipe |")
-    print("|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['lever']} | {r['seconds_per_step']} | {r['tokens_per_second']:,} | {r['vs_recipe']}x |")
+    print_table(
+        ["lever", "s/step", "tokens/s", "speed vs recipe"],
+        [[r["lever"], r["seconds_per_step"], f"{r['tokens_per_second']:,}", f"{r['vs_recipe']}x"] for r in rows],
+    )
 
 
 if __name__ == "__main__":

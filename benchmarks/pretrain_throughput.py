@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import platform
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +20,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from accelerate.state import AcceleratorState, GradientState
+from reporting import machine, print_table, save_json
 from transformers import (
     AutoTokenizer,
     BertConfig,
@@ -149,21 +148,21 @@ def main() -> None:
                 }
             )
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, fp32",
+        "machine": f"{machine()}, fp32",
         "matmul_2048_gflops": round(peak / 1e9, 1),
         "config": asdict(bench),
         "rows": rows,
     }
-    Path(bench.output_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(bench.output_json).write_text(json.dumps(result, indent=2))
+    save_json(bench.output_json, result)
     print(f"fp32 2048x2048 matmul: {peak / 1e9:.1f} GFLOP/s")
-    print("| size | Trainer tokens/s | recipe tokens/s | speedup | recipe share of matmul FLOP/s | Trainer share |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['size']} | {r['trainer_tokens_per_second']:,} | {r['recipe_tokens_per_second']:,} | "
-            f"{r['speedup']}x | {100 * r['recipe_mfu_of_matmul']:.0f}% | {100 * r['trainer_mfu_of_matmul']:.0f}% |"
-        )
+    print_table(
+        ["size", "Trainer tokens/s", "recipe tokens/s", "speedup", "recipe share of matmul FLOP/s", "Trainer share"],
+        [
+            [r["size"], f"{r['trainer_tokens_per_second']:,}", f"{r['recipe_tokens_per_second']:,}",
+             f"{r['speedup']}x", f"{100 * r['recipe_mfu_of_matmul']:.0f}%", f"{100 * r['trainer_mfu_of_matmul']:.0f}%"]
+            for r in rows
+        ],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

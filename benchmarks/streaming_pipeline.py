@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import platform
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
-import torch
 from accelerate import PartialState
 from accelerate.state import AcceleratorState, GradientState
 from pretrain_throughput import SIZES
+from reporting import machine, print_table, save_json
 from tqdm import tqdm
 from transformers import AutoTokenizer
 
@@ -125,14 +123,13 @@ def main() -> None:
         memory = memory_while_streaming(corpus, chars, bench, tokenizer)
         waits = [data_wait(size, corpus, bench, Path(tmp) / size) for size in bench.sizes.split(",")]
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "machine": machine(),
         "corpus": f"first {documents:,} documents ({chars / 1e6:.1f} M characters) of {bench.corpus}",
         "config": asdict(bench),
         "memory": memory,
         "data_wait": waits,
     }
-    Path(bench.output_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(bench.output_json).write_text(json.dumps(result, indent=2))
+    save_json(bench.output_json, result)
     m = memory
     print(result["corpus"])
     print(
@@ -140,13 +137,14 @@ def main() -> None:
         f"memory {m['rss_mb_at_10_percent']:.0f} MB after 10% of the text, peak {m['rss_mb_peak_after_10_percent']:.0f}"
         f" MB after that, {m['rss_mb_at_end']:.0f} MB at the end"
     )
-    print("| size | tokens/s | time waiting for data (mean over steps 2+) | worst step | first step |")
-    print("|---|---|---|---|---|")
-    for w in waits:
-        print(
-            f"| {w['size']} | {w['tokens_per_second']:,} | {100 * w['data_wait_fraction']:.2f}% | "
-            f"{100 * w['max_step_data_wait_fraction']:.2f}% | {100 * w['first_step_data_wait_fraction']:.1f}% |"
-        )
+    print_table(
+        ["size", "tokens/s", "time waiting for data (mean over steps 2+)", "worst step", "first step"],
+        [
+            [w["size"], f"{w['tokens_per_second']:,}", f"{100 * w['data_wait_fraction']:.2f}%",
+             f"{100 * w['max_step_data_wait_fraction']:.2f}%", f"{100 * w['first_step_data_wait_fraction']:.1f}%"]
+            for w in waits
+        ],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
