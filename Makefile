@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
+# a large jsonl(.gz) corpus with a text field, for the streaming benchmark
+LARGE_CORPUS ?= ../shared/data/gutenberg-large.jsonl.gz
 
 .PHONY: demo test test-fast style quality bench clean
 
@@ -41,7 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pretrain_throughput.py --tokenizer $(DEMO_DIR)/tokenizer --sizes small,mini,base --steps 6
 	$(BIN)/python benchmarks/pretrain_levers.py
 	$(BIN)/python benchmarks/glue_throughput.py --tokenizer $(DEMO_DIR)/tokenizer
-	$(BIN)/python benchmarks/streaming_pipeline.py --tokenizer $(DEMO_DIR)/tokenizer
+	$(BIN)/python benchmarks/streaming_pipeline.py --tokenizer $(DEMO_DIR)/tokenizer --corpus $(LARGE_CORPUS)
 	$(BIN)/python benchmarks/deepspeed_memory.py
 
 clean:

@@ -117,6 +117,8 @@ def data_wait(size: str, corpus: str, bench: BenchConfig, out: Path) -> dict:
 def main() -> None:
     PartialState()
     (bench,) = parse_config([BenchConfig])
+    if not Path(bench.corpus).is_file():
+        raise SystemExit(f"error: --corpus {bench.corpus} not found: pass a large jsonl(.gz) corpus with a text field")
     tokenizer = AutoTokenizer.from_pretrained(bench.tokenizer)
     with tempfile.TemporaryDirectory() as tmp:
         corpus, chars, documents = first_megabytes(bench.corpus, bench.megabytes, Path(tmp))
