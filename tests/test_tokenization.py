@@ -12,7 +12,7 @@ import datasets
 import pytest
 from transformers import AutoTokenizer, BertTokenizerLegacy
 
-from bert_recipes.corpus import read_text_documents
+from bert_recipes.corpus import DEMO_CORPUS, read_text_documents
 from bert_recipes.tokenization import SPECIAL_TOKENS, TokenizerConfig, train_tokenizer
 from tests.conftest import REPO_ROOT
 
@@ -138,6 +138,19 @@ def test_trains_from_in_memory_dataset():
     tokenizer = train_tokenizer(batches, TokenizerConfig(vocab_size=60, min_frequency=1))
     assert len(tokenizer) == 60
     assert tokenizer.decode(tokenizer("hello world")["input_ids"], skip_special_tokens=True) == "hello world"
+
+
+def test_the_same_corpus_gives_the_same_ids_in_separate_processes(tmp_path):
+    # the trainer numbers pieces in hash-map order, which differs from one process to the next
+    vocabularies = []
+    for run in ("a", "b"):
+        result = run_train_script(
+            "--train_files", str(DEMO_CORPUS), "--vocab_size", "2000", "--output_dir", str(tmp_path / run)
+        )
+        assert result.returncode == 0, result.stderr
+        vocabularies.append((tmp_path / run / "vocab.txt").read_text(encoding="utf-8").splitlines())
+    assert len(vocabularies[0]) == 2000 and vocabularies[0][:5] == SPECIAL_TOKENS
+    assert vocabularies[0] == vocabularies[1]
 
 
 def run_train_script(*args: str) -> subprocess.CompletedProcess:

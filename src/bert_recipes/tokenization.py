@@ -27,15 +27,26 @@ class TokenizerConfig:
     limit_alphabet: int = field(default=1000, metadata={"help": "Most distinct characters kept in the alphabet."})
 
 
+def wordpiece_model(vocab: dict[str, int] | None = None) -> models.WordPiece:
+    return models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100, continuing_subword_prefix="##")
+
+
 def build_wordpiece_tokenizer(lowercase: bool) -> Tokenizer:
     """An untrained BERT tokenizer: BERT normalizer, pre-tokenizer, decoder (the post-processor needs ids)."""
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    tokenizer = Tokenizer(wordpiece_model())
     tokenizer.normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
     )
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix="##")
     return tokenizer
+
+
+def _number_pieces_in_a_fixed_order(tokenizer: Tokenizer) -> None:
+    # the trainer numbers pieces in hash-map order, so the same corpus gave different ids on every run; WordPiece
+    # splits words by the set of pieces alone, so renumbering them (special tokens first, then sorted) is lossless
+    pieces = sorted(set(tokenizer.get_vocab()) - set(SPECIAL_TOKENS))
+    tokenizer.model = wordpiece_model({piece: i for i, piece in enumerate(SPECIAL_TOKENS + pieces)})
 
 
 def _add_post_processor(tokenizer: Tokenizer) -> None:
@@ -72,6 +83,7 @@ def train_tokenizer(batches: Iterable[list[str]], config: TokenizerConfig) -> Be
     )
     tokenizer.train_from_iterator(_with_progress(batches), trainer=trainer)
     _check_vocab_size(tokenizer, config)
+    _number_pieces_in_a_fixed_order(tokenizer)
     _add_post_processor(tokenizer)
     return wrap_fast_tokenizer(tokenizer, config)
 
