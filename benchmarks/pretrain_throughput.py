@@ -69,21 +69,27 @@ def model_flops_per_token(layers: int, hidden: int, seq: int, mlm_fraction: floa
     return 3 * (encoder + pooler_nsp + mlm_head)
 
 
-def ours(size: str, bench: BenchConfig, out: Path) -> float:
+def pretrain_records(
+    size: str, out: Path, tokenizer: str, batch_size: int, seq_length: int, steps: int, *extra: str
+) -> list[dict]:
+    """Run the recipe's Pretrainer for `steps` steps of one BERT size and return its metrics.jsonl records."""
     layers, hidden = SIZES[size]
     args = [
-        "--tokenizer_name_or_path", bench.tokenizer, "--output_dir", str(out), "--overwrite_output_dir", "true",
+        "--tokenizer_name_or_path", tokenizer, "--output_dir", str(out), "--overwrite_output_dir", "true",
         "--hidden_size", str(hidden), "--num_hidden_layers", str(layers), "--vocab_size", str(VOCAB),
-        "--max_seq_length", str(bench.seq_length), "--per_device_train_batch_size", str(bench.batch_size),
-        "--max_steps", str(bench.steps + 2), "--logging_steps", "1", "--eval_steps", "0", "--save_steps", "0",
-        "--report_to", "none", "--eval_every_nth_document", "0",
+        "--max_seq_length", str(seq_length), "--per_device_train_batch_size", str(batch_size),
+        "--max_steps", str(steps), "--logging_steps", "1", "--eval_steps", "0", "--save_steps", "0",
+        "--report_to", "none", "--eval_every_nth_document", "0", *extra,
     ]  # fmt: skip
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
     Pretrainer(*parse_config([CorpusConfig, DataConfig, ModelConfig, TrainConfig], args)).run()
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][2:]
-    tokens = sum(r["tokens_per_second"] for r in records) / len(records)
-    return tokens
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def ours(size: str, bench: BenchConfig, out: Path) -> float:
+    records = pretrain_records(size, out, bench.tokenizer, bench.batch_size, bench.seq_length, bench.steps + 2)[2:]
+    return sum(r["tokens_per_second"] for r in records) / len(records)
 
 
 class StepTimer(TrainerCallback):

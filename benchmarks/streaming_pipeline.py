@@ -20,8 +20,7 @@ from pathlib import Path
 
 import psutil
 from accelerate import PartialState
-from accelerate.state import AcceleratorState, GradientState
-from pretrain_throughput import SIZES
+from pretrain_throughput import pretrain_records
 from reporting import machine, print_table, save_json
 from tqdm import tqdm
 from transformers import AutoTokenizer
@@ -29,9 +28,8 @@ from transformers import AutoTokenizer
 from bert_recipes.config import parse_config
 from bert_recipes.corpus import CorpusConfig
 from bert_recipes.masking import PretrainingCollator
-from bert_recipes.modeling import ModelConfig
 from bert_recipes.pretraining_data import DataConfig, build_pretraining_datasets
-from bert_recipes.trainer import Pretrainer, TrainConfig, batches_of
+from bert_recipes.trainer import batches_of
 
 
 @dataclass
@@ -92,18 +90,7 @@ def memory_while_streaming(corpus: str, chars: int, bench: BenchConfig, tokenize
 
 
 def data_wait(size: str, corpus: str, bench: BenchConfig, out: Path) -> dict:
-    layers, hidden = SIZES[size]
-    args = [
-        "--train_files", corpus, "--tokenizer_name_or_path", bench.tokenizer, "--output_dir", str(out),
-        "--overwrite_output_dir", "true", "--hidden_size", str(hidden), "--num_hidden_layers", str(layers),
-        "--vocab_size", "30522", "--per_device_train_batch_size", str(bench.batch_size), "--max_seq_length", "128",
-        "--max_steps", str(bench.steps), "--logging_steps", "1", "--eval_steps", "0", "--save_steps", "0",
-        "--report_to", "none", "--eval_every_nth_document", "0",
-    ]  # fmt: skip
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
-    Pretrainer(*parse_config([CorpusConfig, DataConfig, ModelConfig, TrainConfig], args)).run()
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = pretrain_records(size, out, bench.tokenizer, bench.batch_size, 128, bench.steps, "--train_files", corpus)
     steady = records[1:]  # the first batch waits for the first documents to be read and paired
     return {
         "size": size,
