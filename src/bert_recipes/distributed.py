@@ -6,6 +6,7 @@
 - Accelerate silently trains plain DDP when FSDP is asked for on CPUs.
 - Under DeepSpeed, `accelerator.backward` also steps the optimizer, so a step is skipped by not calling it, and
   the engine's own gradient buffers are the ones to clear.
+- Mixed precision: bf16 wherever the hardware runs it natively, CPUs included (oneDNN on AVX512-BF16/AMX).
 """
 
 from __future__ import annotations
@@ -15,9 +16,14 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.logging import get_logger
 from accelerate.utils import DistributedDataParallelKwargs, DistributedType, InitProcessGroupKwargs
 
 from bert_recipes.errors import UsageError
+
+logger = get_logger(__name__)
+
+PRECISIONS = ("no", "bf16", "fp16")
 
 
 def launched_with_deepspeed() -> bool:
@@ -25,8 +31,32 @@ def launched_with_deepspeed() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
+def bf16_supported() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    # without AVX512-BF16 or AMX, oneDNN emulates bf16 and autocast is slower than fp32
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def resolve_mixed_precision(requested: str) -> str:
+    """`auto`: the Accelerate config's value when launched with one, else bf16 where the hardware has it."""
+    from_config = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    precision = requested if requested != "auto" else from_config or ("bf16" if bf16_supported() else "no")
+    if precision not in PRECISIONS:
+        raise UsageError(f"--mixed_precision {requested} is not one of auto, {', '.join(PRECISIONS)}")
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise UsageError("--mixed_precision fp16 needs a CUDA GPU (fp16 on CPUs has no loss scaling): use bf16 or no")
+    if precision == "bf16" and not bf16_supported():
+        logger.warning("bf16 was asked for but this hardware emulates it (slower than fp32): --mixed_precision no")
+    return precision
+
+
 def make_accelerator(
-    gradient_accumulation_steps: int, report_to: str, project_dir: str, find_unused_parameters: bool
+    gradient_accumulation_steps: int,
+    report_to: str,
+    project_dir: str,
+    find_unused_parameters: bool,
+    mixed_precision: str = "auto",
 ) -> Accelerator:
     """An Accelerator that runs the launch it was given on GPUs or, with no GPU, on CPU processes over gloo."""
     on_cpu = not torch.cuda.is_available()
@@ -38,6 +68,7 @@ def make_accelerator(
         handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
     accelerator = Accelerator(
         cpu=on_cpu and not deepspeed,
+        mixed_precision=resolve_mixed_precision(mixed_precision),
         gradient_accumulation_steps=gradient_accumulation_steps,
         log_with=None if report_to == "none" else report_to,
         project_dir=project_dir,

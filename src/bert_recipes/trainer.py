@@ -67,6 +67,16 @@ class TrainConfig:
     save_total_limit: int = field(default=3, metadata={"help": "Checkpoints kept (0: all)."})
     report_to: str = field(default="tensorboard", metadata={"help": "Accelerate trackers: tensorboard, wandb, none."})
     skip_nan_steps: int = field(default=0, metadata={"help": "Steps with a NaN/inf loss to skip before stopping."})
+    mixed_precision: str = field(
+        default="auto",
+        metadata={
+            "help": "no, bf16 or fp16 (CUDA only); auto: the Accelerate config's value, else bf16 where the "
+            "hardware runs it natively (recent GPUs, CPUs with AVX512-BF16 or AMX), else no."
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute activations in backward: less memory, about a third more time."}
+    )
 
 
 @dataclass
@@ -177,8 +187,14 @@ class Pretrainer:
         self.hub_cfg = hub or HubConfig()
         self.output_dir = Path(train.output_dir)
         self.accelerator = acc = make_accelerator(
-            train.gradient_accumulation_steps, train.report_to, train.output_dir, find_unused_parameters=data.no_nsp
+            train.gradient_accumulation_steps,
+            train.report_to,
+            train.output_dir,
+            find_unused_parameters=data.no_nsp,
+            mixed_precision=train.mixed_precision,
         )
+        # the precision that runs, recorded in training_args.yaml and the model card
+        train.mixed_precision = acc.mixed_precision
         self.tokenizer = load_tokenizer(model.tokenizer_name_or_path)
         bert_config = build_bert_config(model, len(self.tokenizer), self.tokenizer.pad_token_id)
         self.resume_dir = validate_run(data, train, bert_config, self.tokenizer)
@@ -186,6 +202,8 @@ class Pretrainer:
         self.pusher = CheckpointPusher(self.hub_cfg, train.output_dir, repo_id=repo_id) if repo_id else None
         set_seed(train.seed)
         self.bert = build_model(bert_config, model.attn_implementation)
+        if train.gradient_checkpointing:
+            self.bert.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         fill_deepspeed_auto_values(acc, train.per_device_train_batch_size, train.max_grad_norm)
         self.model, self.optimizer = acc.prepare(SparsePretrainingLoss(self.bert), build_optimizer(self.bert, train))
         # stepped by hand once per global optimizer step, and saved as JSON with the checkpoint
@@ -307,7 +325,7 @@ class Pretrainer:
                 self.corpus_cfg, self.data_cfg, self.tokenizer, t.seed, t.per_device_eval_batch_size
             )
         self._banner()
-        return MetricsLog(acc, self.output_dir, resumed_step=self.state.step)
+        return MetricsLog(acc, self.output_dir, self.state.step, run_info={"mixed_precision": acc.mixed_precision})
 
     def _finish(self) -> None:
         self._save_checkpoint()
@@ -324,7 +342,8 @@ class Pretrainer:
             f"{count_parameters(self.bert) / 1e6:.1f}M params | {acc.num_processes} process(es), "
             f"{acc.distributed_type} | global batch {global_batch} seqs = "
             f"{global_batch * d.max_seq_length:,} tokens/step at length {d.max_seq_length} | "
-            f"{t.max_steps} steps, warmup {warmup_steps(t)}, peak lr {t.learning_rate:g}"
+            f"{t.max_steps} steps, warmup {warmup_steps(t)}, peak lr {t.learning_rate:g} | "
+            f"mixed precision {acc.mixed_precision}"
         )
 
     def _train_record(self, window: LogWindow, grad_norm: float | None, bar: tqdm) -> dict[str, Any]:
