@@ -12,9 +12,9 @@ import datasets
 import pytest
 from transformers import AutoTokenizer, BertTokenizerLegacy
 
-from bert_recipes.corpus import DEMO_CORPUS, read_text_documents
+from bert_recipes.corpus import read_text_documents
 from bert_recipes.tokenization import SPECIAL_TOKENS, TokenizerConfig, train_tokenizer
-from tests.conftest import REPO_ROOT
+from tests.conftest import DEMO_CORPUS, REPO_ROOT
 
 TRAIN_SCRIPT = REPO_ROOT / "tokenizer" / "train_tokenizer.py"
 

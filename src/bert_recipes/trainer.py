@@ -24,7 +24,7 @@ from transformers import get_scheduler
 
 from bert_recipes import checkpointing as ckpt
 from bert_recipes.config import save_config
-from bert_recipes.corpus import CorpusConfig
+from bert_recipes.corpus import CorpusConfig, check_corpus_given
 from bert_recipes.errors import UsageError
 from bert_recipes.hub import CheckpointPusher, HubConfig, check_hub_access
 from bert_recipes.masking import PretrainingCollator
@@ -167,8 +167,12 @@ class StopRequest:
         self.requested = True
 
 
-def validate_run(model_cfg: ModelConfig, data_cfg: DataConfig, train: TrainConfig, tokenizer) -> Path | None:
+def validate_run(
+    corpus_cfg: CorpusConfig, model_cfg: ModelConfig, data_cfg: DataConfig, train: TrainConfig, tokenizer
+) -> Path | None:
     """Every check that can fail on user input, before any heavy work; returns the checkpoint to resume."""
+    if not data_cfg.prepared_data_dir:
+        check_corpus_given(corpus_cfg)
     validate_data_config(data_cfg, tokenizer)
     if data_cfg.max_seq_length > model_cfg.max_position_embeddings:
         raise UsageError(
@@ -206,7 +210,7 @@ class Pretrainer:
         self.accelerator = make_accelerator(train, data.no_nsp)
         check_sharding_applied(self.accelerator)
         self.tokenizer = load_tokenizer(model.tokenizer_name_or_path)
-        self.resume_dir = validate_run(model, data, train, self.tokenizer)
+        self.resume_dir = validate_run(corpus, model, data, train, self.tokenizer)
         repo_id = check_hub_access(self.hub_cfg) if self.accelerator.is_main_process else None
         self.pusher = CheckpointPusher(self.hub_cfg, train.output_dir, repo_id=repo_id) if repo_id else None
         self.output_dir = Path(train.output_dir)
