@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from bert_recipes.corpus import CorpusConfig, load_corpus
 from bert_recipes.masking import PretrainingCollator, pad_rows
 from bert_recipes.pretraining_data import DataConfig, examples_from_documents
+from tests.conftest import DEMO_CORPUS
 
 CONFIG = DataConfig(max_seq_length=64, document_buffer_size=16, eval_every_nth_document=0)
 
@@ -24,7 +25,10 @@ def within_binomial(successes: int, trials: int, p: float, sigmas: float = 4.5) 
 
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
-    return [row["text"][:3000] for row, _ in zip(load_corpus(CorpusConfig()), range(40), strict=False)]
+    return [
+        row["text"][:3000]
+        for row, _ in zip(load_corpus(CorpusConfig(train_files=[DEMO_CORPUS])), range(40), strict=False)
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -27,14 +27,14 @@ from bert_recipes.corpus import CorpusConfig
 from bert_recipes.modeling import ModelConfig
 from bert_recipes.pretraining_data import DataConfig
 from bert_recipes.trainer import Pretrainer, TrainConfig
-from tests.conftest import REPO_ROOT
+from tests.conftest import DEMO_CORPUS, REPO_ROOT
 
 PRETRAIN = REPO_ROOT / "recipes" / "pretrain.py"
 
 
 def tiny_args(tokenizer_dir: Path, output_dir: Path, *overrides: str) -> list[str]:
     return [
-        "--tokenizer_name_or_path", str(tokenizer_dir), "--output_dir", str(output_dir),
+        "--train_files", DEMO_CORPUS, "--tokenizer_name_or_path", str(tokenizer_dir), "--output_dir", str(output_dir),
         "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "2",
         "--max_seq_length", "64", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16",
         "--learning_rate", "2.0e-3", "--warmup_steps", "2", "--max_steps", "20", "--logging_steps", "1",

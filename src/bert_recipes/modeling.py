@@ -14,9 +14,9 @@ from bert_recipes.errors import UsageError
 
 @dataclass
 class ModelConfig:
-    tokenizer_name_or_path: str = field(
-        default="runs/demo/tokenizer",
-        metadata={"help": "Tokenizer directory or Hub id; sets the vocabulary size."},
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Tokenizer directory or Hub id (required); sets the vocabulary size."},
     )
     hidden_size: int = field(default=128, metadata={"help": "Width of the encoder (BERT-base: 768)."})
     num_hidden_layers: int = field(default=2, metadata={"help": "Number of encoder layers (BERT-base: 12)."})

@@ -22,7 +22,7 @@ from transformers import BertConfig, get_scheduler
 
 from bert_recipes import checkpointing as ckpt
 from bert_recipes.config import save_config
-from bert_recipes.corpus import CorpusConfig
+from bert_recipes.corpus import CorpusConfig, check_corpus_given
 from bert_recipes.distributed import any_rank, discard_gradients, fill_deepspeed_auto_values, make_accelerator
 from bert_recipes.errors import UsageError
 from bert_recipes.evaluation import mlm_metrics
@@ -115,8 +115,12 @@ class StopRequest:
         self.requested = True
 
 
-def validate_run(data_cfg: DataConfig, train: TrainConfig, bert_config: BertConfig, tokenizer) -> Path | None:
+def validate_run(
+    corpus_cfg: CorpusConfig, data_cfg: DataConfig, train: TrainConfig, bert_config: BertConfig, tokenizer
+) -> Path | None:
     """Every check that can fail on user input, before any heavy work; returns the checkpoint to resume."""
+    if not data_cfg.prepared_data_dir:
+        check_corpus_given(corpus_cfg)
     validate_data_config(data_cfg, tokenizer)
     if data_cfg.max_seq_length > bert_config.max_position_embeddings:
         raise UsageError(
@@ -197,7 +201,7 @@ class Pretrainer:
         train.mixed_precision = acc.mixed_precision
         self.tokenizer = load_tokenizer(model.tokenizer_name_or_path)
         bert_config = build_bert_config(model, len(self.tokenizer), self.tokenizer.pad_token_id)
-        self.resume_dir = validate_run(data, train, bert_config, self.tokenizer)
+        self.resume_dir = validate_run(corpus, data, train, bert_config, self.tokenizer)
         repo_id = check_hub_access(self.hub_cfg) if acc.is_main_process else None
         self.pusher = CheckpointPusher(self.hub_cfg, train.output_dir, repo_id=repo_id) if repo_id else None
         set_seed(train.seed)
