@@ -117,6 +117,21 @@ def test_lengths_never_exceed_and_most_reach_the_target(synthetic_pairs):
     assert sum(length >= 115 for length in lengths) / len(lengths) > 0.6
 
 
+def test_one_document_in_ten_aims_at_a_shorter_random_length():
+    """One-token sentences and true next segments only: a document's first pair is exactly as long as the target
+    it drew, max_tokens unless it drew a shorter one (probability short_seq_prob, uniform over 2..max_tokens)."""
+    max_tokens, count, probability = 125, 2000, DataConfig().short_seq_prob
+    assert probability == 0.1
+    docs = [[Segment([1000 + s], [1]) for s in range(max_tokens + 1)] for _ in range(count)]
+    builder = PairBuilder(max_tokens, probability, nsp_probability=0.0, cls_id=CLS, sep_id=SEP)
+    rng, keys = random.Random(0), list(range(count))
+    lengths = [sum(map(len, segments_of(next(builder.document_pairs(docs, keys, d, rng))))) for d in range(count)]
+    short = [n for n in lengths if n < max_tokens]
+    assert set(lengths) - set(short) == {max_tokens} and all(n >= 2 for n in short)
+    # a shorter draw lands on max_tokens itself once in 124; the bounds (138..259 of 2000) exclude 0.06 and 0.15
+    assert within_binomial(len(short), count, probability * 123 / 124)
+
+
 def test_unused_sentences_are_put_back_after_a_random_pair():
     """With a target no document reaches (so nothing is truncated), every sentence but a lone last one lands in a
     segment of its own document: the chunk's sentences not used for A are read again after a random B."""

@@ -9,12 +9,15 @@ Layout of a checkpoint:
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
+from accelerate.utils import load
+from accelerate.utils.constants import FSDP_MODEL_NAME, MODEL_NAME, OPTIMIZER_NAME, RNG_STATE_NAME, SAFE_MODEL_NAME
 
 from bert_recipes.errors import UsageError
 
@@ -59,14 +62,36 @@ def check_output_dir(output_dir: str | Path, resume_from_checkpoint: str | None,
         )
 
 
+# the names accelerate's save_state, save_fsdp_model and save_fsdp_optimizer give, and the folder DeepSpeed's
+# save_checkpoint fills: `_1`, `_2`... for further models or optimizers, `_rankN` for per-rank sharded files,
+# FSDP's sharded (DCP) state in `pytorch_model_fsdp_0/` and `optimizer_0/`
+_INDEX, _RANK = r"(_\d+)?", r"(_rank\d+)?"
+_DEEPSPEED_FOLDER = rf"{MODEL_NAME}{_INDEX}"
+WEIGHT_FILES = re.compile(
+    rf"{SAFE_MODEL_NAME}{_INDEX}\.safetensors|{MODEL_NAME}{_INDEX}\.bin|{FSDP_MODEL_NAME}{_INDEX}{_RANK}\.bin"
+)
+OPTIMIZER_FILES = re.compile(rf"{OPTIMIZER_NAME}{_INDEX}{_RANK}\.bin")
+# DeepSpeed keeps weights and optimizer shards together in pytorch_model/
+WEIGHT_FOLDERS = re.compile(rf"{FSDP_MODEL_NAME}_\d+|{_DEEPSPEED_FOLDER}")
+OPTIMIZER_FOLDERS = re.compile(rf"{OPTIMIZER_NAME}_\d+|{_DEEPSPEED_FOLDER}")
+
+
+def _holds(state: Path, files: re.Pattern, folders: re.Pattern) -> bool:
+    for entry in state.iterdir():
+        if entry.is_file() and files.fullmatch(entry.name):
+            return True
+        if entry.is_dir() and folders.fullmatch(entry.name) and any(f.is_file() for f in entry.rglob("*")):
+            return True
+    return False
+
+
 def validate_checkpoint(path: Path) -> None:
+    """Refuse, in one line, a checkpoint without its completion marker, model weights or optimizer state."""
     state = path / STATE_DIR
     if not (state / TRAINER_STATE).is_file():
         raise UsageError(f"checkpoint '{path}' is incomplete (no {STATE_DIR}/{TRAINER_STATE}): resume from another")
-    # DeepSpeed keeps weights and optimizer shards together in pytorch_model/
-    deepspeed = (state / "pytorch_model").is_dir()
-    has_weights = deepspeed or any(state.glob("model*.safetensors"))
-    has_optimizer = deepspeed or any(state.glob("optimizer*.bin"))
+    has_weights = _holds(state, WEIGHT_FILES, WEIGHT_FOLDERS)
+    has_optimizer = _holds(state, OPTIMIZER_FILES, OPTIMIZER_FOLDERS)
     if not has_weights or not has_optimizer:
         missing = "model weights" if not has_weights else "optimizer state"
         raise UsageError(f"checkpoint '{path}' has no {missing} in {STATE_DIR}/: resume from another checkpoint")
@@ -193,7 +218,10 @@ def save_checkpoint(
 
 def load_accelerate_state(accelerator: Accelerator, path: Path) -> None:
     """Model, optimizer and RNG states; a failure names its cause (a tensor's shape, or corrupt files)."""
+    rng_states = path / STATE_DIR / f"{RNG_STATE_NAME}_{accelerator.process_index}.pkl"
     try:
+        # accelerate only logs a random-state file it cannot read (a resume that is silently not exact): read it first
+        load(rng_states)
         accelerator.load_state(str(path / STATE_DIR))
     except Exception as err:  # truncated or foreign files fail deep inside torch/safetensors
         message = " ".join(str(err).split())
