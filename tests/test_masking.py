@@ -163,3 +163,23 @@ def test_same_seed_same_masks_and_generator_state_restores(tokenizer, examples):
     a.generator.set_state(state)
     assert torch.equal(a(examples[:16])["labels"], first["labels"])
     assert not torch.equal(a(examples[:16])["labels"], first["labels"]), "each call masks anew"
+
+
+def test_max_predictions_caps_each_row_and_gives_fixed_positions(tokenizer, examples):
+    collator = PretrainingCollator(tokenizer, mlm_probability=0.4, seed=4, max_predictions_per_seq=5)
+    capped_rows = 0
+    for group, batch in batches(collator, examples[:256]):
+        ids = originals(group, batch["input_ids"].shape[1], tokenizer.pad_token_id)
+        picked = batch["labels"] != -100
+        assert batch["masked_positions"].shape == (len(group), 5)
+        assert int(picked.sum(1).max()) <= 5
+        capped_rows += int((picked.sum(1) == 5).sum())
+        # the positions are exactly the predicted ones; padding points at [CLS], never predicted
+        from_positions = torch.zeros_like(picked).scatter_(1, batch["masked_positions"], True)
+        assert torch.equal(from_positions & ~picked, from_positions & (torch.arange(ids.shape[1]) == 0))
+        assert torch.equal(
+            from_positions | (torch.arange(ids.shape[1]) == 0), picked | (torch.arange(ids.shape[1]) == 0)
+        )
+        # positions dropped by the cap get their own token back
+        assert torch.equal(batch["input_ids"][~picked], ids[~picked])
+    assert capped_rows > 200

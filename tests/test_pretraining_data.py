@@ -19,7 +19,7 @@ import pytest
 from datasets.distributed import split_dataset_by_node
 from transformers import AutoTokenizer
 
-from bert_recipes.corpus import DEMO_CORPUS, CorpusConfig, load_corpus
+from bert_recipes.corpus import CorpusConfig, load_corpus
 from bert_recipes.errors import UsageError
 from bert_recipes.pretraining_data import (
     MAX_PIECE_CHARS,
@@ -33,7 +33,7 @@ from bert_recipes.pretraining_data import (
     split_sentences,
     validate_data_config,
 )
-from tests.conftest import REPO_ROOT
+from tests.conftest import DEMO_CORPUS, REPO_ROOT
 
 CLS, SEP = 2, 3
 SMALL = DataConfig(max_seq_length=64, document_buffer_size=16, eval_every_nth_document=10, eval_examples=50)

@@ -57,6 +57,7 @@ def make_accelerator(
     project_dir: str,
     find_unused_parameters: bool,
     mixed_precision: str = "auto",
+    torch_compile: bool = False,
 ) -> Accelerator:
     """An Accelerator that runs the launch it was given on GPUs or, with no GPU, on CPU processes over gloo."""
     on_cpu = not torch.cuda.is_available()
@@ -69,6 +70,7 @@ def make_accelerator(
     accelerator = Accelerator(
         cpu=on_cpu and not deepspeed,
         mixed_precision=resolve_mixed_precision(mixed_precision),
+        dynamo_backend="inductor" if torch_compile else None,
         gradient_accumulation_steps=gradient_accumulation_steps,
         log_with=None if report_to == "none" else report_to,
         project_dir=project_dir,

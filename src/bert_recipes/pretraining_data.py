@@ -71,6 +71,13 @@ class DataConfig:
     no_nsp: bool = field(default=False, metadata={"help": "MLM only: pack documents to full length, no NSP."})
     mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of tokens (or words) masked."})
     whole_word_mask: bool = field(default=False, metadata={"help": "Mask all pieces of a word together."})
+    max_predictions_per_seq: int = field(
+        default=0,
+        metadata={
+            "help": "Cap on predicted positions per sequence, as google-research/bert (20 at 128, 80 at 512): "
+            "gives the MLM head a fixed shape for --torch_compile (0: no cap)."
+        },
+    )
     document_buffer_size: int = field(
         default=128, metadata={"help": "Documents per group: the pool that random segments B are drawn from."}
     )
@@ -463,6 +470,13 @@ def batches_of(stream, batch_size: int, collator: PretrainingCollator) -> DataLo
     return DataLoader(stream, batch_size=batch_size, collate_fn=collator, generator=torch.Generator())
 
 
+def masking_collator(tokenizer: PreTrainedTokenizerFast, data: DataConfig, seed: int) -> PretrainingCollator:
+    return PretrainingCollator(
+        tokenizer, data.mlm_probability, data.whole_word_mask, 8, seed=seed,
+        max_predictions_per_seq=data.max_predictions_per_seq,
+    )  # fmt: skip
+
+
 class TrainingStream:
     """This rank's masked training batches, epoch after epoch, each epoch paired anew, up to `max_epochs` (0: no
     limit). `state_dict()` holds the position and the masking generator: a stream loaded from it continues with
@@ -481,9 +495,7 @@ class TrainingStream:
     ):
         self.corpus, self.data, self.tokenizer, self.seed = corpus, data, tokenizer, seed
         self.batch_size, self.max_epochs, self.rank, self.world_size = batch_size, max_epochs, rank, world_size
-        self.collator = PretrainingCollator(
-            tokenizer, data.mlm_probability, data.whole_word_mask, pad_to_multiple_of=8, seed=seed * 1000 + rank
-        )
+        self.collator = masking_collator(tokenizer, data, seed=seed * 1000 + rank)
         self.epoch = 0
         self._examples: datasets.IterableDataset | None = None
         self._batches: Iterator[dict[str, torch.Tensor]] | None = None
@@ -539,8 +551,7 @@ def held_out_batches(
 ) -> list[dict[str, torch.Tensor]]:
     """The held-out examples, masked once with a fixed seed so every evaluation scores the same positions."""
     _, held_out = build_pretraining_datasets(corpus, data, tokenizer, seed=seed, epoch=0)
-    collator = PretrainingCollator(tokenizer, data.mlm_probability, data.whole_word_mask, 8, seed=seed)
-    return list(batches_of(held_out, batch_size, collator))
+    return list(batches_of(held_out, batch_size, masking_collator(tokenizer, data, seed)))
 
 
 # ---- examples on disk ------------------------------------------------------------------------------------------

@@ -74,6 +74,10 @@ class TrainConfig:
             "hardware runs it natively (recent GPUs, CPUs with AVX512-BF16 or AMX), else no."
         },
     )
+    torch_compile: bool = field(
+        default=False,
+        metadata={"help": "torch.compile the model (inductor); pays with --max_predictions_per_seq (fixed shapes)."},
+    )
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Recompute activations in backward: less memory, about a third more time."}
     )
@@ -196,6 +200,7 @@ class Pretrainer:
             train.output_dir,
             find_unused_parameters=data.no_nsp,
             mixed_precision=train.mixed_precision,
+            torch_compile=train.torch_compile,
         )
         # the precision that runs, recorded in training_args.yaml and the model card
         train.mixed_precision = acc.mixed_precision
