@@ -2,19 +2,24 @@
 
 The step is the recipe's own (SparsePretrainingLoss, AdamW with the recipe's parameter groups, gradient clipping) on
 random full-length batches, so the numbers isolate compute; `pretrain_throughput.py` measures the whole recipe.
+Levers: bf16 autocast, eager attention, AdamW variants, torch.compile with the masked count varying per batch and
+with a fixed number of predicted positions (`--max_predictions_per_seq`), intra-op threads; and gradient
+checkpointing at length 512, with the activation memory it saves (bytes autograd keeps for backward).
 
     python benchmarks/pretrain_levers.py --size small --steps 6
 """
 
 from __future__ import annotations
 
+import contextlib
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
 from pretrain_throughput import SIZES, VOCAB
-from reporting import machine, print_table, save_json
+from reporting import save_result
 from transformers import BertConfig
 
 from bert_recipes.config import parse_config
@@ -25,10 +30,11 @@ from bert_recipes.trainer import TrainConfig, build_optimizer
 @dataclass
 class BenchConfig:
     size: str = field(default="small", metadata={"help": "BERT size to time."})
-    steps: int = field(default=6, metadata={"help": "Timed steps per lever (after 2 warm-up steps)."})
+    steps: int = field(default=6, metadata={"help": "Timed steps per lever (after 3 warm-up steps)."})
     batch_size: int = field(default=32, metadata={"help": "Sequences per step."})
     seq_length: int = field(default=128, metadata={"help": "Tokens per sequence."})
-    output_json: str = field(default="benchmarks/results/pretrain_levers.json", metadata={"help": "Results."})
+    max_predictions: int = field(default=20, metadata={"help": "Fixed predicted positions per sequence (static)."})
+    checkpointing_batch_size: int = field(default=8, metadata={"help": "Sequences per step at length 512."})
 
 
 @dataclass
@@ -38,37 +44,79 @@ class Lever:
     optimizer: dict = field(default_factory=dict)
     compile: bool = False
     threads: int = 0
+    bf16: bool = False
+    static: bool = False
+    checkpointing: bool = False
 
 
 LEVERS = [
-    Lever("recipe (sdpa, AdamW default: foreach)"),
+    Lever("recipe fp32 (sdpa, AdamW default: foreach)"),
+    Lever("bf16 autocast", bf16=True),
     Lever("eager attention", attn="eager"),
     Lever("AdamW fused", optimizer={"fused": True}),
     Lever("AdamW single-tensor loop", optimizer={"foreach": False}),
-    Lever("torch.compile", compile=True),
+    Lever("torch.compile, masked count varies", compile=True),
+    Lever("fixed predicted positions", static=True),
+    Lever("fixed predicted positions + torch.compile", static=True, compile=True),
+    Lever("bf16 + fixed predicted positions", bf16=True, static=True),
+    Lever("bf16 + fixed predicted positions + torch.compile", bf16=True, static=True, compile=True),
     Lever("1 intra-op thread", threads=1),
+]
+CHECKPOINTING = [
+    Lever("length 512, bf16", bf16=True),
+    Lever("length 512, bf16, gradient checkpointing", bf16=True, checkpointing=True),
 ]
 
 
-def random_batch(bench: BenchConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    shape = (bench.batch_size, bench.seq_length)
-    labels = torch.randint(1000, VOCAB, shape, generator=generator)
-    labels[torch.rand(shape, generator=generator) >= 0.15] = -100
-    return {
-        "input_ids": torch.randint(1000, VOCAB, shape, generator=generator),
+def random_batch(
+    batch_size: int, seq_length: int, max_predictions: int, static: bool, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Full-length random sequences with 15% of positions predicted; with `static`, at most `max_predictions` per
+    row, given as fixed-width positions as the collator does."""
+    shape = (batch_size, seq_length)
+    input_ids = torch.randint(1000, VOCAB, shape, generator=generator)
+    scores = torch.rand(shape, generator=generator)
+    scores[:, 0] = 1.0  # [CLS] is never predicted
+    batch = {
+        "input_ids": input_ids,
         "attention_mask": torch.ones(shape, dtype=torch.long),
-        "token_type_ids": (torch.arange(bench.seq_length) >= bench.seq_length // 2).long().expand(shape),
-        "labels": labels,
-        "next_sentence_label": torch.randint(0, 2, (bench.batch_size,), generator=generator),
+        "token_type_ids": (torch.arange(seq_length) >= seq_length // 2).long().expand(shape),
+        "labels": torch.where(scores < 0.15, input_ids, -100),
+        "next_sentence_label": torch.randint(0, 2, (batch_size,), generator=generator),
     }
+    if static:
+        top, positions = (-scores).topk(max_predictions, dim=1)
+        chosen = -top < 0.15
+        batch["masked_positions"] = positions.masked_fill(~chosen, 0)
+        kept = torch.zeros(shape, dtype=torch.bool).scatter_(1, positions, chosen)
+        batch["labels"] = batch["labels"].masked_fill(~kept, -100)
+    return batch
 
 
-def step_function(lever: Lever, bench: BenchConfig) -> Callable[[dict[str, torch.Tensor]], None]:
-    layers, hidden = SIZES[bench.size]
+class SavedActivations:
+    """Bytes of the tensors autograd keeps for backward during one forward pass."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            self.bytes += tensor.numel() * tensor.element_size()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            yield
+
+
+def step_function(lever: Lever, size: str, saved: SavedActivations) -> Callable[[dict[str, torch.Tensor]], None]:
+    layers, hidden = SIZES[size]
     torch.manual_seed(0)
     config = BertConfig(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=hidden // 64, intermediate_size=4 * hidden)  # fmt: skip
     bert = build_model(config, lever.attn)
+    if lever.checkpointing:
+        bert.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = SparsePretrainingLoss(bert)
     forward = torch.compile(model) if lever.compile else model
     optimizer = build_optimizer(bert, TrainConfig())
@@ -76,7 +124,10 @@ def step_function(lever: Lever, bench: BenchConfig) -> Callable[[dict[str, torch
         group.update(lever.optimizer)
 
     def step(batch: dict[str, torch.Tensor]) -> None:
-        forward(**batch)["loss"].backward()
+        saved.bytes = 0
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=lever.bf16), saved.counting():
+            loss = forward(**batch)["loss"]
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(bert.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -84,44 +135,51 @@ def step_function(lever: Lever, bench: BenchConfig) -> Callable[[dict[str, torch
     return step
 
 
-def seconds_per_step(lever: Lever, bench: BenchConfig) -> float:
+def time_lever(lever: Lever, bench: BenchConfig, batch_size: int, seq_length: int) -> dict:
+    """Median seconds per step after 3 warm-up steps (compilation, first bf16 kernels), and activation bytes."""
     threads = torch.get_num_threads()
     torch.set_num_threads(lever.threads or threads)
+    saved = SavedActivations()
     try:
-        step = step_function(lever, bench)
-        batches = [random_batch(bench, torch.Generator().manual_seed(i)) for i in range(bench.steps + 2)]
-        for batch in batches[:2]:
+        step = step_function(lever, bench.size, saved)
+        seconds = []
+        for i in range(bench.steps + 3):
+            generator = torch.Generator().manual_seed(i)
+            batch = random_batch(batch_size, seq_length, bench.max_predictions * seq_length // 128, lever.static,
+                                 generator)  # fmt: skip
+            start = time.perf_counter()
             step(batch)
-        start = time.perf_counter()
-        for batch in batches[2:]:
-            step(batch)
-        return (time.perf_counter() - start) / bench.steps
+            seconds.append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
+    median = statistics.median(seconds[3:])
+    return {
+        "lever": lever.name,
+        "seconds_per_step": median,
+        "tokens_per_second": batch_size * seq_length / median,
+        "activation_megabytes": saved.bytes / 1e6,
+        "raw_seconds": seconds,
+    }
 
 
 def main() -> None:
     (bench,) = parse_config([BenchConfig])
-    tokens = bench.batch_size * bench.seq_length
-    rows = []
-    for lever in LEVERS:
-        seconds = seconds_per_step(lever, bench)
-        rows.append(
-            {"lever": lever.name, "seconds_per_step": round(seconds, 3), "tokens_per_second": round(tokens / seconds)}
-        )
+    rows = [time_lever(lever, bench, bench.batch_size, bench.seq_length) for lever in LEVERS]
+    long_rows = [time_lever(lever, bench, bench.checkpointing_batch_size, 512) for lever in CHECKPOINTING]
     for row in rows:
-        row["vs_recipe"] = round(rows[0]["seconds_per_step"] / row["seconds_per_step"], 2)
-    result = {
-        "machine": f"{machine()}, fp32",
-        "config": asdict(bench),
-        "rows": rows,
-    }
-    save_json(bench.output_json, result)
-    print(f"{bench.size}, batch {bench.batch_size} x {bench.seq_length}, {result['machine']}")
-    print_table(
-        ["lever", "s/step", "tokens/s", "speed vs recipe"],
-        [[r["lever"], r["seconds_per_step"], f"{r['tokens_per_second']:,}", f"{r['vs_recipe']}x"] for r in rows],
-    )
+        row["vs_recipe"] = rows[0]["seconds_per_step"] / row["seconds_per_step"]
+    for row in long_rows:
+        row["vs_recipe"] = long_rows[0]["seconds_per_step"] / row["seconds_per_step"]
+    result = {"config": asdict(bench), "rows": rows, "length_512_rows": long_rows}
+    print(f"{bench.size}: batch {bench.batch_size} x {bench.seq_length}; checkpointing rows: batch "
+          f"{bench.checkpointing_batch_size} x 512")  # fmt: skip
+    header = ["lever", "s/step", "tokens/s", "speed vs first row of its length", "activations kept for backward"]
+    table = [
+        [r["lever"], f"{r['seconds_per_step']:.3f}", f"{r['tokens_per_second']:,.0f}", f"{r['vs_recipe']:.2f}x",
+         f"{r['activation_megabytes']:,.0f} MB"]
+        for r in rows + long_rows
+    ]  # fmt: skip
+    save_result("pretrain_levers", result, header, table)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
 """Pretraining throughput of this recipe against the transformers-examples approach, on the same data, in one run.
 
-(a) bert-recipes: `Pretrainer` (sparse MLM head, packed pairs, padding to a multiple of 8);
-(b) the usual alternative: `Trainer` + `BertForPreTraining` + `DataCollatorForLanguageModeling` (dense MLM head).
-Both use a 30,522-row vocabulary as BERT does, sequence length 128 and the same examples. Prints real
-(non-padding) tokens/s, model FLOP/s and their fraction of this machine's fp32 matmul FLOP/s, and writes JSON.
+(a) bert-recipes: `Pretrainer` (sparse MLM head, packed pairs, padding to a multiple of 8), fp32 and bf16;
+(b) the usual alternative: `Trainer` + `BertForPreTraining` + `DataCollatorForLanguageModeling` (dense MLM head),
+    at its defaults (fp32) and with `bf16=True`, the flag a user would flip.
+All use a 30,522-row vocabulary as BERT does, sequence length 128, the same examples and the same seed. Prints real
+(non-padding) tokens/s and model FLOP/s as a share of this machine's fp32 and bf16 matmul FLOP/s measured in the
+same run, and writes benchmarks/results/pretrain_throughput.json.
 
-    python benchmarks/pretrain_throughput.py --sizes small,mini --steps 12 --tokenizer runs/demo/tokenizer
+    python benchmarks/pretrain_throughput.py --sizes small,mini --steps 6 --tokenizer runs/demo/tokenizer
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,7 +23,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from accelerate.state import AcceleratorState, GradientState
-from reporting import DEMO_CORPUS, machine, print_table, save_json
+from reporting import DEMO_CORPUS, save_result
 from transformers import (
     AutoTokenizer,
     BertConfig,
@@ -44,16 +47,17 @@ VOCAB = 30522
 @dataclass
 class BenchConfig:
     sizes: str = field(default="small,mini", metadata={"help": "Comma list of BERT sizes to measure."})
-    steps: int = field(default=12, metadata={"help": "Timed optimizer steps per run (after 2 warm-up steps)."})
+    steps: int = field(default=6, metadata={"help": "Timed optimizer steps per run (after the warm-up steps)."})
+    warmup: int = field(default=3, metadata={"help": "Untimed first steps (the first bf16 steps are slow)."})
+    seed: int = field(default=42, metadata={"help": "Seed of the examples, the models and the masking, both sides."})
     batch_size: int = field(default=32, metadata={"help": "Sequences per step."})
     seq_length: int = field(default=128, metadata={"help": "Tokens per sequence."})
     tokenizer: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer directory."})
     corpus: str = field(default=DEMO_CORPUS, metadata={"help": "Corpus both trainers read."})
-    output_json: str = field(default="benchmarks/results/pretrain_throughput.json", metadata={"help": "Results."})
 
 
-def matmul_flops(n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     start = time.perf_counter()
     for _ in range(repeats):
@@ -88,38 +92,68 @@ def pretrain_records(
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def ours(size: str, bench: BenchConfig, out: Path) -> float:
+def ours(size: str, bench: BenchConfig, out: Path, precision: str) -> float:
     records = pretrain_records(
-        size, out, bench.tokenizer, bench.batch_size, bench.seq_length, bench.steps + 2, "--train_files", bench.corpus
-    )[2:]
-    return sum(r["tokens_per_second"] for r in records) / len(records)
+        size, out, bench.tokenizer, bench.batch_size, bench.seq_length, bench.warmup + bench.steps,
+        "--train_files", bench.corpus, "--seed", str(bench.seed), "--mixed_precision", precision,
+    )[bench.warmup :]  # fmt: skip
+    return statistics.median(r["tokens_per_second"] for r in records)
 
 
 class StepTimer(TrainerCallback):
-    def __init__(self, warmup: int):
-        self.warmup, self.start, self.end = warmup, None, None
+    """Seconds of each optimizer step."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+        self.last = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.warmup:
-            self.start = time.perf_counter()
-        self.end = time.perf_counter()
+        now = time.perf_counter()
+        self.seconds.append(now - self.last)
+        self.last = now
 
 
-def baseline(size: str, bench: BenchConfig, examples: list[dict], out: Path) -> float:
+def baseline(size: str, bench: BenchConfig, examples: list[dict], out: Path, bf16: bool) -> float:
     layers, hidden = SIZES[size]
     tokenizer = AutoTokenizer.from_pretrained(bench.tokenizer)
     config = BertConfig(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=hidden // 64, intermediate_size=4 * hidden)  # fmt: skip
-    timer = StepTimer(warmup=2)
+    timer = StepTimer()
     args = TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=bench.batch_size, max_steps=bench.steps + 2,
+        output_dir=str(out), per_device_train_batch_size=bench.batch_size, max_steps=bench.warmup + bench.steps,
         learning_rate=1e-4, report_to="none", save_strategy="no", logging_steps=1000, disable_tqdm=True,
-        dataloader_drop_last=True,
+        dataloader_drop_last=True, seed=bench.seed, bf16=bf16, use_cpu=not torch.cuda.is_available(),
     )  # fmt: skip
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
-    Trainer(BertForPreTraining(config), args, train_dataset=examples, data_collator=collator, callbacks=[timer]).train()
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=bench.seed)
+    torch.manual_seed(bench.seed)
+    model = BertForPreTraining(config)
+    Trainer(model, args, train_dataset=examples, data_collator=collator, callbacks=[timer]).train()
     mean_length = sum(len(e["input_ids"]) for e in examples) / len(examples)
-    return bench.steps * bench.batch_size * mean_length / (timer.end - timer.start)
+    return bench.batch_size * mean_length / statistics.median(timer.seconds[bench.warmup :])
+
+
+def measure_size(size: str, bench: BenchConfig, examples: list[dict], peaks: dict[str, float], tmp: Path) -> dict:
+    layers, hidden = SIZES[size]
+    flops = model_flops_per_token(layers, hidden, bench.seq_length)
+    row = {
+        "size": size,
+        "trainer_fp32": baseline(size, bench, examples, tmp / f"trainer-fp32-{size}", bf16=False),
+        "trainer_bf16": baseline(size, bench, examples, tmp / f"trainer-bf16-{size}", bf16=True),
+        "recipe_fp32": ours(size, bench, tmp / f"ours-fp32-{size}", "no"),
+        "recipe_bf16": ours(size, bench, tmp / f"ours-bf16-{size}", "bf16"),
+    }
+    row.update(
+        {
+            "recipe_bf16_over_recipe_fp32": row["recipe_bf16"] / row["recipe_fp32"],
+            "recipe_bf16_over_trainer_fp32": row["recipe_bf16"] / row["trainer_fp32"],
+            "recipe_bf16_over_trainer_bf16": row["recipe_bf16"] / row["trainer_bf16"],
+            "recipe_fp32_over_trainer_fp32": row["recipe_fp32"] / row["trainer_fp32"],
+            "recipe_bf16_mfu_of_bf16_matmul": row["recipe_bf16"] * flops / peaks["bf16"],
+            "recipe_bf16_mfu_of_fp32_matmul": row["recipe_bf16"] * flops / peaks["fp32"],
+            "recipe_fp32_mfu_of_fp32_matmul": row["recipe_fp32"] * flops / peaks["fp32"],
+        }
+    )
+    return row
 
 
 def main() -> None:
@@ -127,53 +161,31 @@ def main() -> None:
     (bench,) = parse_config([BenchConfig])
     tokenizer = AutoTokenizer.from_pretrained(bench.tokenizer)
     data = DataConfig(max_seq_length=bench.seq_length, eval_every_nth_document=0)
-    stream = build_pretraining_datasets(CorpusConfig(train_files=[bench.corpus]), data, tokenizer, seed=0)[0]
-    needed = (bench.steps + 2) * bench.batch_size
-    examples = [
-        {
-            "input_ids": r["input_ids"],
-            "token_type_ids": r["token_type_ids"],
-            "next_sentence_label": r["next_sentence_label"],
-        }
-        for r in itertools.islice(stream, needed)
-    ]
-    peak = matmul_flops()
-    rows = []
+    stream = build_pretraining_datasets(CorpusConfig(train_files=[bench.corpus]), data, tokenizer, seed=bench.seed)[0]
+    needed = (bench.warmup + bench.steps) * bench.batch_size
+    columns = ("input_ids", "token_type_ids", "next_sentence_label")
+    examples = [{c: r[c] for c in columns} for r in itertools.islice(stream, needed)]
+    peaks = {"fp32": matmul_flops(torch.float32), "bf16": matmul_flops(torch.bfloat16)}
     with tempfile.TemporaryDirectory() as tmp:
-        for size in bench.sizes.split(","):
-            layers, hidden = SIZES[size]
-            flops = model_flops_per_token(layers, hidden, bench.seq_length)
-            theirs = baseline(size, bench, examples, Path(tmp) / f"trainer-{size}")
-            mine = ours(size, bench, Path(tmp) / f"ours-{size}")
-            rows.append(
-                {
-                    "size": size,
-                    "trainer_tokens_per_second": round(theirs),
-                    "recipe_tokens_per_second": round(mine),
-                    "speedup": round(mine / theirs, 2),
-                    "recipe_model_tflops": round(mine * flops / 1e12, 4),
-                    "recipe_mfu_of_matmul": round(mine * flops / peak, 3),
-                    "trainer_mfu_of_matmul": round(theirs * flops / peak, 3),
-                }
-            )
+        rows = [measure_size(size, bench, examples, peaks, Path(tmp)) for size in bench.sizes.split(",")]
     result = {
-        "machine": f"{machine()}, fp32",
-        "matmul_2048_gflops": round(peak / 1e9, 1),
+        "matmul_2048_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
         "config": asdict(bench),
         "rows": rows,
     }
-    save_json(bench.output_json, result)
-    print(f"fp32 2048x2048 matmul: {peak / 1e9:.1f} GFLOP/s")
-    print_table(
-        ["size", "Trainer tokens/s", "recipe tokens/s", "speedup", "recipe model GFLOP/s",
-         "recipe share of matmul FLOP/s", "Trainer share"],
-        [
-            [r["size"], f"{r['trainer_tokens_per_second']:,}", f"{r['recipe_tokens_per_second']:,}",
-             f"{r['speedup']}x", f"{1000 * r['recipe_model_tflops']:.1f}", f"{100 * r['recipe_mfu_of_matmul']:.0f}%",
-             f"{100 * r['trainer_mfu_of_matmul']:.0f}%"]
-            for r in rows
-        ],
-    )  # fmt: skip
+    header = [
+        "size", "Trainer fp32", "Trainer bf16", "recipe fp32", "recipe bf16", "recipe bf16 / recipe fp32",
+        "recipe bf16 / Trainer fp32", "recipe bf16 / Trainer bf16", "recipe bf16 MFU (bf16 peak / fp32 peak)",
+    ]  # fmt: skip
+    table = [
+        [r["size"], *(f"{r[k]:,.0f}" for k in ("trainer_fp32", "trainer_bf16", "recipe_fp32", "recipe_bf16")),
+         *(f"{r[k]:.2f}x" for k in ("recipe_bf16_over_recipe_fp32", "recipe_bf16_over_trainer_fp32",
+                                    "recipe_bf16_over_trainer_bf16")),
+         f"{r['recipe_bf16_mfu_of_bf16_matmul']:.0%} / {r['recipe_bf16_mfu_of_fp32_matmul']:.0%}"]
+        for r in rows
+    ]  # fmt: skip
+    print(f"2048x2048 matmul: fp32 {peaks['fp32'] / 1e9:.1f}, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
+    save_result("pretrain_throughput", result, header, table)
 
 
 if __name__ == "__main__":

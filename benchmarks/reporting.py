@@ -1,31 +1,56 @@
-"""What every benchmark leaves behind: the machine it ran on, a JSON record and a markdown table; and the corpus
-they read unless told otherwise."""
+"""What every benchmark leaves behind: `benchmarks/results/NAME.json` with the machine it ran on, library versions,
+the exact command, the raw numbers and the table the README shows (`benchmarks/report.py` copies it there)."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import sys
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import torch
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 # the package has no default corpus; the benchmarks measure on the embedded one, wherever they are run from
-DEMO_CORPUS = str(Path(__file__).resolve().parents[1] / "data" / "gutenberg-demo.jsonl.gz")
+DEMO_CORPUS = str(REPO_ROOT / "data" / "gutenberg-demo.jsonl.gz")
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
-def save_json(path: str, result: dict[str, Any]) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(result, indent=2))
+def versions() -> dict[str, str]:
+    return {name: version(name) for name in ("torch", "transformers", "accelerate", "datasets", "tokenizers")}
 
 
-def print_table(header: list[str], rows: list[list[Any]]) -> None:
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(str(cell) for cell in row) + " |")
+def command() -> str:
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(REPO_ROOT) if script.is_relative_to(REPO_ROOT) else script
+    return " ".join(["python", str(shown), *sys.argv[1:]])
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def save_result(name: str, result: dict[str, Any], header: list[str], rows: list[list[Any]]) -> Path:
+    """Write the record and print its table; `rows` are formatted cells, `result` the raw numbers behind them."""
+    record = {
+        "name": name,
+        "command": command(),
+        "machine": machine(),
+        "versions": versions(),
+        **result,
+        "table": {"header": header, "rows": [[str(cell) for cell in row] for row in rows]},
+    }
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    print(markdown_table(header, rows))
+    return path

@@ -1,0 +1,70 @@
+"""Does bf16 cost quality? The same pretraining run (size, data, seed, steps) in fp32 and in bf16, compared on held-out
+masked-LM loss, and the same GLUE sample task fine-tuned in both precisions over several seeds.
+
+    python benchmarks/precision_parity.py --size mini --steps 300 --tokenizer runs/demo/tokenizer
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from accelerate import PartialState
+from pretrain_throughput import pretrain_records
+from reporting import DEMO_CORPUS, save_result
+
+from bert_recipes.config import parse_config
+
+
+@dataclass
+class BenchConfig:
+    size: str = field(default="mini", metadata={"help": "BERT size to pretrain."})
+    steps: int = field(default=300, metadata={"help": "Pretraining steps per precision."})
+    batch_size: int = field(default=32, metadata={"help": "Sequences per step."})
+    seq_length: int = field(default=128, metadata={"help": "Tokens per sequence."})
+    eval_examples: int = field(default=1024, metadata={"help": "Held-out examples scored at the end."})
+    tokenizer: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer directory."})
+    corpus: str = field(default=DEMO_CORPUS, metadata={"help": "Corpus to pretrain on."})
+
+
+def final_eval(precision: str, bench: BenchConfig, out: Path) -> dict:
+    records = pretrain_records(
+        bench.size, out, bench.tokenizer, bench.batch_size, bench.seq_length, bench.steps,
+        "--train_files", bench.corpus, "--mixed_precision", precision, "--eval_steps", str(bench.steps),
+        "--eval_every_nth_document", "20", "--eval_examples", str(bench.eval_examples), "--learning_rate", "1.0e-3",
+        "--warmup_steps", "30",
+    )  # fmt: skip
+    evaluation = [r for r in records if "eval_mlm_loss" in r][-1]
+    tokens_per_second = [r["tokens_per_second"] for r in records if "tokens_per_second" in r]
+    return {**evaluation, "median_tokens_per_second": sorted(tokens_per_second)[len(tokens_per_second) // 2]}
+
+
+def main() -> None:
+    PartialState()
+    (bench,) = parse_config([BenchConfig])
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {precision: final_eval(precision, bench, Path(tmp) / precision) for precision in ("no", "bf16")}
+    fp32, bf16 = runs["no"], runs["bf16"]
+    relative = (bf16["eval_mlm_loss"] - fp32["eval_mlm_loss"]) / fp32["eval_mlm_loss"]
+    result = {"config": asdict(bench), "fp32": fp32, "bf16": bf16, "relative_mlm_loss_difference": relative}
+    header = ["precision", "held-out MLM loss", "MLM accuracy", "NSP accuracy", "median tokens/s"]
+    rows = [
+        [name, f"{run['eval_mlm_loss']:.4f}", f"{run['eval_mlm_accuracy']:.4f}", f"{run['eval_nsp_accuracy']:.4f}",
+         f"{run['median_tokens_per_second']:,.0f}"]
+        for name, run in (("fp32", fp32), ("bf16", bf16))
+    ]  # fmt: skip
+    rows.append(
+        [
+            "bf16 vs fp32",
+            f"{relative:+.2%}",
+            "",
+            "",
+            f"{bf16['median_tokens_per_second'] / fp32['median_tokens_per_second']:.2f}x",
+        ]
+    )
+    save_result("precision_parity", result, header, rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Copy the benchmark tables from benchmarks/results/*.json into README.md, so no number there is typed by hand.
+
+    python benchmarks/report.py          # rewrite the marked sections
+    python benchmarks/report.py --check  # exit 1 if README.md and the results disagree
+
+A section is `<!-- results: NAME -->` ... `<!-- /results -->`; it holds the table of benchmarks/results/NAME.json
+and a line with the command, machine and versions that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from reporting import REPO_ROOT, RESULTS_DIR, markdown_table
+
+SECTION = re.compile(r"(<!-- results: (?P<name>[\w-]+) -->\n).*?(<!-- /results -->)", re.S)
+
+
+def render(record: dict) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in record["versions"].items())
+    table = markdown_table(record["table"]["header"], record["table"]["rows"])
+    return f"{table}\n\n<sub>`{record['command']}` on {record['machine']}; {versions}</sub>\n"
+
+
+def rewrite(readme: str, results_dir: Path = RESULTS_DIR) -> str:
+    def section(match: re.Match) -> str:
+        path = results_dir / f"{match['name']}.json"
+        if not path.is_file():
+            raise SystemExit(f"README.md has a results section '{match['name']}' but {path} does not exist")
+        return match.group(1) + render(json.loads(path.read_text(encoding="utf-8"))) + match.group(3)
+
+    return SECTION.sub(section, readme)
+
+
+def main() -> None:
+    readme = REPO_ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    updated = rewrite(text)
+    if "--check" in sys.argv[1:]:
+        if updated != text:
+            raise SystemExit("README.md's benchmark tables differ from benchmarks/results: run benchmarks/report.py")
+        return
+    readme.write_text(updated, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
