@@ -7,16 +7,12 @@ against transformers' slow (Python) BERT tokenizer on the same text.
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import platform
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from accelerate import PartialState
-from reporting import DEMO_CORPUS
+from reporting import DEMO_CORPUS, save_result
 from transformers import AutoTokenizer, BertTokenizerLegacy
 
 from bert_recipes.config import parse_config
@@ -29,7 +25,6 @@ class BenchConfig:
     corpus: str = field(default=DEMO_CORPUS, metadata={"help": "Corpus to train on and encode."})
     vocab_size: int = field(default=30522, metadata={"help": "Vocabulary size to train."})
     encode_documents: int = field(default=200, metadata={"help": "Documents to encode with both tokenizers."})
-    output_json: str = field(default="benchmarks/results/tokenizer_throughput.json", metadata={"help": "Results."})
 
 
 def timed(fn):
@@ -54,25 +49,24 @@ def main() -> None:
         slow_ids, slow_seconds = timed(lambda: [slow(t)["input_ids"] for t in texts])
     tokens = sum(len(ids) for ids in fast_ids)
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "corpus_characters": sum(len(t) for t in texts),
-        "train_seconds": round(train_seconds, 2),
+        "train_seconds": train_seconds,
         "vocab_size": len(tokenizer),
         "encoded_tokens": tokens,
-        "fast_tokens_per_second": round(tokens / fast_seconds),
-        "slow_tokens_per_second": round(tokens / slow_seconds),
-        "fast_over_slow": round(slow_seconds / fast_seconds, 1),
+        "fast_tokens_per_second": tokens / fast_seconds,
+        "slow_tokens_per_second": tokens / slow_seconds,
+        "fast_over_slow": slow_seconds / fast_seconds,
         "identical_ids": fast_ids == slow_ids,
         "config": asdict(bench),
     }
-    Path(bench.output_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(bench.output_json).write_text(json.dumps(result, indent=2))
-    print(
-        f"| train {result['vocab_size']:,}-token WordPiece on the demo corpus | {train_seconds:.1f} s |\n"
-        f"| batch-encode, reloaded fast tokenizer | {result['fast_tokens_per_second']:,} tokens/s |\n"
-        f"| encode one text at a time, slow BertTokenizer | {result['slow_tokens_per_second']:,} tokens/s |\n"
-        f"| fast / slow | {result['fast_over_slow']}x (identical ids: {result['identical_ids']}) |"
-    )
+    rows = [
+        [f"train WordPiece on the corpus (asked for {bench.vocab_size:,} entries, got {len(tokenizer):,})",
+         f"{train_seconds:.1f} s"],
+        [f"batch-encode {len(texts)} documents, reloaded fast tokenizer", f"{tokens / fast_seconds:,.0f} tokens/s"],
+        ["encode one text at a time, slow `BertTokenizerLegacy`", f"{tokens / slow_seconds:,.0f} tokens/s"],
+        ["fast / slow", f"{slow_seconds / fast_seconds:.1f}x, identical ids: {fast_ids == slow_ids}"],
+    ]  # fmt: skip
+    save_result("tokenizer_throughput", result, ["what", "result"], rows)
 
 
 if __name__ == "__main__":
