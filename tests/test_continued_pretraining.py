@@ -24,6 +24,8 @@ from tests.test_trainer import pretrain_in_process, read_metrics, run_cli, tiny_
 
 PHASE2 = REPO_ROOT / "recipes" / "configs" / "bert-base-phase2.yaml"
 SOURCE_STEPS = 100
+HUB_ID = "google-bert/bert-base-uncased"
+LENGTH_128 = ["--max_seq_length", "128"]
 SHORT = ("--max_steps", "2", "--save_steps", "0", "--eval_steps", "0")
 
 
@@ -148,9 +150,9 @@ def test_bad_start_gives_one_error_line_and_exit_2(
     case, source_checkpoint, short_position_checkpoint, tokenizer_dir, tmp_path
 ):
     model, tokenizer, extra, message = {
-        "hub_id_offline": ("google-bert/bert-base-uncased", None, [], "'google-bert/bert-base-uncased' could not be loaded"),
+        "hub_id_offline": (HUB_ID, None, [], f"--model_name_or_path '{HUB_ID}' could not be loaded"),
         "not_a_path": ("runs/bert-base/checkpoint-90000", None, [], "is neither a directory nor a Hub id"),
-        "positions": (short_position_checkpoint, None, ["--max_seq_length", "128"], "128 exceeds the 64 position embeddings"),
+        "positions": (short_position_checkpoint, None, LENGTH_128, "--max_seq_length 128 exceeds the 64 position"),
         "size_flag": (source_checkpoint, None, ["--hidden_size", "64"], "--hidden_size 64 contradicts"),
         "tokenizer_size": (source_checkpoint, tmp_path / "other-tokenizer", [], "the tokenizer has 2001 tokens but"),
     }[case]  # fmt: skip
@@ -198,7 +200,7 @@ def test_domain_readme_commands_run_with_a_local_model_for_the_hub_id(source_che
     """The section's three commands, with the Hub id, the corpus and runs/ replaced by local stand-ins, and tiny
     step counts appended."""
     replace = {
-        "google-bert/bert-base-uncased": str(source_checkpoint),
+        HUB_ID: str(source_checkpoint),
         "my_corpus.txt.gz": DEMO_CORPUS,
         "my_held_out.txt.gz": DEMO_CORPUS,
     }
