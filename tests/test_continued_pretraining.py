@@ -56,13 +56,16 @@ def continued_run(source_checkpoint, tokenizer_dir, tmp_path_factory) -> Path:
     return out
 
 
+def save_as_masked_lm(checkpoint: Path, out: Path) -> Path:
+    """`checkpoint` saved as a BertForMaskedLM, with its tokenizer: no NSP head and no pooler."""
+    BertForMaskedLM.from_pretrained(checkpoint).save_pretrained(out)
+    AutoTokenizer.from_pretrained(checkpoint).save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="module")
 def masked_lm_checkpoint(source_checkpoint, tmp_path_factory) -> Path:
-    """The source checkpoint as a BertForMaskedLM: no NSP head and no pooler."""
-    out = tmp_path_factory.mktemp("masked-lm")
-    BertForMaskedLM.from_pretrained(source_checkpoint).save_pretrained(out)
-    AutoTokenizer.from_pretrained(source_checkpoint).save_pretrained(out)
-    return out
+    return save_as_masked_lm(source_checkpoint, tmp_path_factory.mktemp("masked-lm"))
 
 
 def test_continued_run_starts_far_below_a_fresh_model(continued_run, fresh_run):

@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from transformers import AutoTokenizer, BertForMaskedLM, BertModel
+from transformers import BertModel
 
 from tests.conftest import DEMO_CORPUS, REPO_ROOT
+from tests.test_continued_pretraining import save_as_masked_lm
 from tests.test_trainer import pretrain_in_process, read_metrics, tiny_args
 
 EVALUATE = REPO_ROOT / "recipes" / "evaluate_mlm.py"
@@ -39,10 +40,7 @@ def run(tokenizer_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def masked_lm_model(run, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("masked-lm")
-    BertForMaskedLM.from_pretrained(run).save_pretrained(out)
-    AutoTokenizer.from_pretrained(run).save_pretrained(out)
-    return out
+    return save_as_masked_lm(run, tmp_path_factory.mktemp("masked-lm"))
 
 
 @pytest.fixture(scope="module")
