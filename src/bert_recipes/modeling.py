@@ -74,6 +74,54 @@ def build_model(bert_config: BertConfig, attn_implementation: str = "sdpa") -> B
     return BertForPreTraining._from_config(bert_config, attn_implementation=attn_implementation)
 
 
+class SparsePretrainingLoss(nn.Module):
+    """Wraps BertForPreTraining so that DDP/FSDP/DeepSpeed see one forward returning the pretraining loss.
+
+    The MLM head runs only on the masked positions: on small models the vocabulary projection over every
+    position is most of a step's FLOPs, and 85% of it is thrown away by the loss.
+    """
+
+    def __init__(self, model: BertForPreTraining):
+        super().__init__()
+        self.model = model
+        # DeepSpeed's "auto" bucket sizes are derived from hidden_size, read from `model.config`
+        self.config = model.config
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor,
+        labels: torch.Tensor,
+        next_sentence_label: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        encoded = self.model.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        masked = labels != -100
+        targets = labels[masked]
+        logits = self.model.cls.predictions(encoded.last_hidden_state[masked])
+        count = targets.new_tensor(targets.numel())
+        # sum / count rather than mean: a batch with nothing masked gives 0, not NaN
+        mlm_loss = F.cross_entropy(logits.float(), targets, reduction="sum") / count.clamp(min=1)
+        out = {
+            "mlm_loss": mlm_loss,
+            "mlm_correct": (logits.argmax(-1) == targets).sum(),
+            "mlm_count": count,
+        }
+        if next_sentence_label is None:
+            out["loss"] = mlm_loss
+            return out
+        nsp_logits = self.model.cls.seq_relationship(encoded.pooler_output)
+        out["nsp_loss"] = F.cross_entropy(nsp_logits.float(), next_sentence_label)
+        out["nsp_correct"] = (nsp_logits.argmax(-1) == next_sentence_label).sum()
+        out["loss"] = mlm_loss + out["nsp_loss"]
+        return out
+
+
+def count_parameters(model: nn.Module) -> int:
+    # under ZeRO-3 a parameter holds only its shard; ds_numel is the full size
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+
+
 # ---- starting from a checkpoint ---------------------------------------------------------------------------------
 
 # ModelConfig fields a checkpoint's config decides; a flag may repeat the checkpoint's value, never contradict it
@@ -202,51 +250,3 @@ def build_or_load_model(config: ModelConfig, bert_config: BertConfig) -> BertFor
         parts = ", ".join(f"{HEADS[prefix]} ({prefix}.*)" for prefix in fresh)
         logger.warning(f"--model_name_or_path '{config.model_name_or_path}' has no {parts}: initialised fresh")
     return model
-
-
-class SparsePretrainingLoss(nn.Module):
-    """Wraps BertForPreTraining so that DDP/FSDP/DeepSpeed see one forward returning the pretraining loss.
-
-    The MLM head runs only on the masked positions: on small models the vocabulary projection over every
-    position is most of a step's FLOPs, and 85% of it is thrown away by the loss.
-    """
-
-    def __init__(self, model: BertForPreTraining):
-        super().__init__()
-        self.model = model
-        # DeepSpeed's "auto" bucket sizes are derived from hidden_size, read from `model.config`
-        self.config = model.config
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor,
-        labels: torch.Tensor,
-        next_sentence_label: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        encoded = self.model.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        masked = labels != -100
-        targets = labels[masked]
-        logits = self.model.cls.predictions(encoded.last_hidden_state[masked])
-        count = targets.new_tensor(targets.numel())
-        # sum / count rather than mean: a batch with nothing masked gives 0, not NaN
-        mlm_loss = F.cross_entropy(logits.float(), targets, reduction="sum") / count.clamp(min=1)
-        out = {
-            "mlm_loss": mlm_loss,
-            "mlm_correct": (logits.argmax(-1) == targets).sum(),
-            "mlm_count": count,
-        }
-        if next_sentence_label is None:
-            out["loss"] = mlm_loss
-            return out
-        nsp_logits = self.model.cls.seq_relationship(encoded.pooler_output)
-        out["nsp_loss"] = F.cross_entropy(nsp_logits.float(), next_sentence_label)
-        out["nsp_correct"] = (nsp_logits.argmax(-1) == next_sentence_label).sum()
-        out["loss"] = mlm_loss + out["nsp_loss"]
-        return out
-
-
-def count_parameters(model: nn.Module) -> int:
-    # under ZeRO-3 a parameter holds only its shard; ds_numel is the full size
-    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
