@@ -29,9 +29,14 @@ from bert_recipes.evaluation import mlm_metrics
 from bert_recipes.hub import CheckpointPusher, HubConfig, check_hub_access
 from bert_recipes.metrics_log import MetricsLog
 from bert_recipes.model_card import pretraining_card
-from bert_recipes.modeling import ModelConfig, SparsePretrainingLoss, build_bert_config, build_model, count_parameters
+from bert_recipes.modeling import (
+    ModelConfig,
+    SparsePretrainingLoss,
+    build_or_load_model,
+    count_parameters,
+    resolve_model_config,
+)
 from bert_recipes.pretraining_data import DataConfig, TrainingStream, held_out_batches, validate_data_config
-from bert_recipes.tokenization import load_tokenizer
 
 logger = get_logger(__name__)
 
@@ -204,13 +209,12 @@ class Pretrainer:
         )
         # the precision that runs, recorded in training_args.yaml and the model card
         train.mixed_precision = acc.mixed_precision
-        self.tokenizer = load_tokenizer(model.tokenizer_name_or_path)
-        bert_config = build_bert_config(model, len(self.tokenizer), self.tokenizer.pad_token_id)
+        bert_config, self.tokenizer = resolve_model_config(model, data.max_seq_length)
         self.resume_dir = validate_run(corpus, data, train, bert_config, self.tokenizer)
         repo_id = check_hub_access(self.hub_cfg) if acc.is_main_process else None
         self.pusher = CheckpointPusher(self.hub_cfg, train.output_dir, repo_id=repo_id) if repo_id else None
         set_seed(train.seed)
-        self.bert = build_model(bert_config, model.attn_implementation)
+        self.bert = build_or_load_model(model, bert_config)
         if train.gradient_checkpointing:
             self.bert.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         fill_deepspeed_auto_values(acc, train.per_device_train_batch_size, train.max_grad_norm)
