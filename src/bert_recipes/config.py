@@ -42,7 +42,7 @@ def _read_yaml(path: str) -> dict[str, Any]:
 def _check_keys(values: dict[str, Any], valid: list[str], source: str, renamed: Mapping[str, str]) -> None:
     for key in values:
         if key in renamed:
-            raise UsageError(f"{source}: '{key}' is now spelled '{renamed[key]}'")
+            raise UsageError(f"{source}: '{key}' is now spelled '{renamed[key]}' (--help describes it)")
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""

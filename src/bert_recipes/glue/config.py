@@ -17,7 +17,8 @@ from bert_recipes.glue.tasks import TASKS
 from bert_recipes.hub import HubConfig
 
 # flags of the recipe's own argument class before it used TrainingArguments, and their spelling now
-RENAMED_FLAGS = {"warmup_ratio": "warmup_steps (a value below 1 is a fraction of all steps)"}
+# (transformers 5 reads a warmup_steps value below 1 as the fraction warmup_ratio was)
+RENAMED_FLAGS = {"warmup_ratio": "warmup_steps"}
 # stands for each task's own main metric: TrainingArguments would turn an unset metric into the loss
 MAIN_METRIC = "main"
 
@@ -181,6 +182,8 @@ def check_settings(config: GlueConfig) -> None:
         raise UsageError("custom data needs both --train_file and --validation_file (the dev set picks the metric)")
     if task.data_dir and not Path(task.data_dir).is_dir():
         raise UsageError(f"--data_dir '{task.data_dir}' is not a directory: point it at the unpacked GLUE data")
+    learning_rates(config)
+    seeds(config)
     check_best_metric(config)
     check_resume(config)
 

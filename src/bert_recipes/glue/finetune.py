@@ -243,6 +243,7 @@ def finetune_run(
     logger.info(f"{name} lr {learning_rate:g} seed {seed}: {format_metrics(metrics)}", main_process_only=True)
     record = RunRecord(learning_rate, seed, metrics, Path(resume).name if resume else None)
     trainer.save_model(str(folder))
+    trainer.save_state()  # trainer_state.json: the evaluations during training and the best checkpoint
     if state.is_main_process:
         save_run(folder, record, predictions)
     state.wait_for_everyone()
