@@ -41,6 +41,17 @@ from tests.conftest import GLUE_SAMPLES, REPO_ROOT
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "glue"
 FINETUNE = REPO_ROOT / "recipes" / "finetune_glue.py"
 EVAL_ROWS = 40
+# tiny models on a shared 2-core machine: two threads spin-wait on each other (40 steps took 1.7 s on one thread,
+# 37.7 s on two, with other jobs running)
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +239,7 @@ def test_load_best_model_at_end_keeps_the_checkpoint_best_on_the_tasks_main_metr
 def finetune_args(model: Path, data_dir: Path, out: Path) -> list[str]:
     return [
         "--model_name_or_path", str(model), "--data_dir", str(data_dir), "--output_dir", str(out),
-        "--task_name", "rte,mrpc", "--max_steps", "40", "--save_steps", "5", "--max_seq_length", "64",
+        "--task_name", "rte,mrpc", "--max_steps", "60", "--save_steps", "5", "--max_seq_length", "64",
         "--per_device_train_batch_size", "8", "--max_eval_samples", str(EVAL_ROWS), "--disable_tqdm", "true",
     ]  # fmt: skip
 
@@ -237,7 +248,11 @@ def test_a_killed_two_task_run_resumes_without_redoing_the_finished_task(tiny_be
     out = tmp_path / "out"
     args = finetune_args(tiny_bert_dir, glue_dir, out)
     process = subprocess.Popen(
-        [sys.executable, str(FINETUNE), *args], cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, str(FINETUNE), *args],
+        cwd=REPO_ROOT,
+        env=ONE_THREAD,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     killed_run = out / "mrpc" / "runs" / "lr2e-05-seed42"
     deadline = time.monotonic() + 300
@@ -258,7 +273,7 @@ def test_a_killed_two_task_run_resumes_without_redoing_the_finished_task(tiny_be
     record = json.loads((killed_run / "run_results.json").read_text())
     assert record["resumed_from"] == f"checkpoint-{max(checkpoints)}"
     # resumed from the checkpoint: the same numbers as a run that was never killed
-    straight = run_glue(make_config(tiny_bert_dir, glue_dir, tmp_path / "straight", task_name="mrpc", max_steps=40))
+    straight = run_glue(make_config(tiny_bert_dir, glue_dir, tmp_path / "straight", task_name="mrpc", max_steps=60))
     assert record["metrics"] == pytest.approx(straight["mrpc"].median, abs=1e-9)
     assert json.loads((out / "glue_results.json").read_text())["tasks"]["mrpc"] == record["metrics"]
 
@@ -412,7 +427,12 @@ def test_the_real_command_line_exits_2_with_one_line(glue_dir, tiny_bert_dir, tm
     args = ["--config", "recipes/configs/glue.yaml", "--model_name_or_path", str(tiny_bert_dir), "--task_name", "rte"]
     args += ["--data_dir", str(data_dir), "--output_dir", str(tmp_path / "out")]
     result = subprocess.run(
-        [sys.executable, str(FINETUNE), *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, str(FINETUNE), *args],
+        cwd=REPO_ROOT,
+        env=ONE_THREAD,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.strip().splitlines() == [f"error: '{data_dir}/RTE/dev.tsv' line 6 has 1 tab-separated "

@@ -20,6 +20,8 @@ from bert_recipes.glue.tasks import TASKS, Task
 RUN_RESULTS = "run_results.json"  # written last into a run's folder: the run is finished
 RUN_PREDICTIONS = "predictions.json"
 TASK_RUNS = "runs.json"  # written last into a task's folder: the task is finished
+# what stays in a run's folder once the task is done (the kept model is copied to the task's folder)
+RUN_RECORDS = (RUN_RESULTS, RUN_PREDICTIONS, "trainer_state.json")
 GLUE_SCORE_CONVENTION = (
     "GLUE score: the leaderboard's macro-average over the tasks run; a task with two metrics (MRPC, QQP, STS-B) "
     "scores their mean, MNLI the mean of matched and mismatched accuracy (shown apart as MNLI-m and MNLI-mm, "
@@ -102,7 +104,7 @@ def read_task_result(task_dir: Path) -> TaskResult:
 
 
 def model_files(folder: Path) -> list[Path]:
-    return [p for p in folder.iterdir() if p.is_file() and p.name not in (RUN_RESULTS, RUN_PREDICTIONS)]
+    return [p for p in folder.iterdir() if p.is_file() and p.name not in RUN_RECORDS]
 
 
 def shown_prediction(task: Task, value: float) -> str:
