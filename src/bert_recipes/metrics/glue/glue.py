@@ -2,6 +2,7 @@
 
     evaluate.load("src/bert_recipes/metrics/glue", config_name="mrpc").compute(predictions=[...], references=[...])
 
+Which metrics a task has comes from the task table, `bert_recipes/glue/tasks.py`.
 CoLA (and the diagnostic AX): Matthews correlation. MRPC, QQP: accuracy and F1 of the positive class.
 STS-B: Pearson and Spearman correlation. SST-2, MNLI (matched, mismatched), QNLI, RTE, WNLI: accuracy.
 """
