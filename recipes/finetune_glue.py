@@ -17,25 +17,13 @@ from accelerate import PartialState
 
 from bert_recipes.config import parse_config
 from bert_recipes.errors import UsageError, run_cli
-from bert_recipes.glue import (
-    RENAMED_FLAGS,
-    CheckpointConfig,
-    GlueConfig,
-    GlueHubConfig,
-    GlueTrainingArguments,
-    TaskConfig,
-    hub_config,
-    results_markdown,
-    run_glue,
-)
+from bert_recipes.glue import GLUE_ARGUMENTS, RENAMED_FLAGS, GlueConfig, hub_config, results_markdown, run_glue
 from bert_recipes.hub import check_hub_access, push_folder
 from bert_recipes.model_card import finetuning_card
 
 
 def main(argv: list[str]) -> None:
-    task, model, training, hub_extra = parse_config(
-        [TaskConfig, CheckpointConfig, GlueTrainingArguments, GlueHubConfig], argv, renamed=RENAMED_FLAGS
-    )
+    task, model, training, hub_extra = parse_config(GLUE_ARGUMENTS, argv, renamed=RENAMED_FLAGS)
     config, hub = GlueConfig(task, model, training), hub_config(training, hub_extra)
     if hub.push_to_hub and (task.task_name == "all" or "," in task.task_name):
         raise UsageError("--push_to_hub pushes one fine-tuned model: pick one --task_name")

@@ -220,20 +220,22 @@ def test_the_learning_rate_is_chosen_by_median_score_and_the_median_seeds_model_
 
 
 def test_load_best_model_at_end_keeps_the_checkpoint_best_on_the_tasks_main_metric(tiny_bert_dir, glue_dir, tmp_path):
+    # STS-B's main metric is Spearman correlation; at this learning rate it falls after the first evaluation
     config = make_config(
-        tiny_bert_dir, glue_dir, tmp_path, task_name="mrpc", max_steps=8, learning_rate=1e-3, eval_strategy="steps",
+        tiny_bert_dir, glue_dir, tmp_path, task_name="stsb", max_steps=8, learning_rate=1e-3, eval_strategy="steps",
         eval_steps=2, save_steps=2, load_best_model_at_end=True,
     )  # fmt: skip
-    result = run_glue(config)["mrpc"]
-    state = json.loads((tmp_path / "mrpc" / "runs" / "lr0.001-seed42" / "trainer_state.json").read_text())
-    evaluations = {entry["step"]: entry for entry in state["log_history"] if "eval_f1" in entry}
+    result = run_glue(config)["stsb"]
+    state = json.loads((tmp_path / "stsb" / "runs" / "lr0.001-seed42" / "trainer_state.json").read_text())
+    evaluations = {entry["step"]: entry for entry in state["log_history"] if "eval_spearmanr" in entry}
     assert sorted(evaluations) == [2, 4, 6, 8]
-    best_step = max(evaluations, key=lambda step: (evaluations[step]["eval_f1"], -step))  # the first of equals
-    assert state["best_metric"] == max(entry["eval_f1"] for entry in evaluations.values())
+    best_step = max(evaluations, key=lambda step: evaluations[step]["eval_spearmanr"])
+    assert best_step != 8 and state["best_metric"] == evaluations[best_step]["eval_spearmanr"]
     assert state["best_model_checkpoint"].endswith(f"checkpoint-{best_step}")
-    # the kept model is that checkpoint's: its dev numbers are the ones measured at best_step
-    assert result.median["f1"] == pytest.approx(evaluations[best_step]["eval_f1"], abs=1e-9)
-    assert result.median["accuracy"] == pytest.approx(evaluations[best_step]["eval_accuracy"], abs=1e-9)
+    # the kept model is that checkpoint's, not the last step's: its dev numbers are the ones measured at best_step
+    assert result.median["spearmanr"] == pytest.approx(evaluations[best_step]["eval_spearmanr"], abs=1e-9)
+    assert result.median["pearson"] == pytest.approx(evaluations[best_step]["eval_pearson"], abs=1e-9)
+    assert result.median["pearson"] != pytest.approx(evaluations[8]["eval_pearson"], abs=1e-3)
 
 
 def finetune_args(model: Path, data_dir: Path, out: Path) -> list[str]:
@@ -400,6 +402,8 @@ BAD_INPUTS = {
         ["--metric_for_best_model", "f1"],
         "--metric_for_best_model 'f1' is not a rte metric (accuracy)",
     ),
+    "push_several_tasks": (["--push_to_hub", "true", "--task_name", "rte,mrpc"], "pushes one fine-tuned model"),
+    "hub_retries": (["--push_to_hub", "true", "--hub_model_id", "a/b", "--hub_retries", "0"], "--hub_retries 0"),
     "checkpoint_for_several_runs": (
         ["--seeds", "1,2", "--resume_from_checkpoint", "."],
         "names one checkpoint, but this is 2 runs: pass true",

@@ -5,6 +5,7 @@ and predicts, report.py writes the results.
 """
 
 from bert_recipes.glue.config import (
+    GLUE_ARGUMENTS,
     RENAMED_FLAGS,
     CheckpointConfig,
     GlueConfig,
@@ -18,6 +19,7 @@ from bert_recipes.glue.report import TaskResult, glue_score, results_markdown
 from bert_recipes.glue.tasks import TASKS, Task
 
 __all__ = [
+    "GLUE_ARGUMENTS",
     "RENAMED_FLAGS",
     "TASKS",
     "CheckpointConfig",

@@ -123,6 +123,10 @@ GlueHubConfig = dataclasses.make_dataclass(
 )
 
 
+# what the recipe parses from YAML and the command line, in this order
+GLUE_ARGUMENTS = (TaskConfig, CheckpointConfig, GlueTrainingArguments, GlueHubConfig)
+
+
 def hub_config(training: GlueTrainingArguments, extra: Any) -> HubConfig:
     """The push settings, from TrainingArguments' hub fields and GlueHubConfig's."""
     shared = {f.name: getattr(training, f.name) for f in dataclasses.fields(HubConfig) if f.name in TRAINING_FIELDS}

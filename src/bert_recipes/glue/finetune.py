@@ -256,17 +256,17 @@ def finetune_run(
 def run_task(config: GlueConfig, name: str, tokenizer: PreTrainedTokenizerBase) -> TaskResult:
     """Every learning rate and seed of one task; keeps the median seed's model of the best learning rate."""
     task_dir = Path(config.training.output_dir) / name
+    wanted = [(rate, seed) for rate in learning_rates(config) for seed in seeds(config)]
     if resuming(config) and (task_dir / TASK_RUNS).is_file():
-        logger.info(f"{name}: finished before, not redone", main_process_only=True)
-        return read_task_result(task_dir)
+        finished = read_task_result(task_dir)
+        # the same runs only: with other seeds or rates, the finished runs among them are read back one by one
+        if sorted((run.learning_rate, run.seed) for run in finished.runs) == sorted(wanted):
+            logger.info(f"{name}: finished before, not redone", main_process_only=True)
+            return finished
     state = PartialState()
     with state.main_process_first():
         encoded = tokenize(load_task_data(config.task, name), tokenizer, config.task.max_seq_length)
-    records = [
-        finetune_run(config, name, encoded, tokenizer, rate, seed)
-        for rate in learning_rates(config)
-        for seed in seeds(config)
-    ]
+    records = [finetune_run(config, name, encoded, tokenizer, rate, seed) for rate, seed in wanted]
     result = summarize_runs(records)
     if state.is_main_process:
         folders = [run_folder(config, name, r.learning_rate, r.seed) for r in records]

@@ -14,6 +14,7 @@ import datasets
 import numpy as np
 
 from bert_recipes.config import save_config
+from bert_recipes.errors import UsageError
 from bert_recipes.glue.config import GlueConfig
 from bert_recipes.glue.tasks import TASKS, Task
 
@@ -132,6 +133,11 @@ def write_task_outputs(
     its test predictions in the shared submission/ folder (ready to zip), runs.json; then the other models go."""
     task, out = TASKS[name], Path(config.training.output_dir)
     task_dir = out / name
+    if not (kept / "config.json").is_file():
+        raise UsageError(
+            f"{name}: the median seed is {result.kept_seed} (lr {result.learning_rate:g}), a run of an earlier "
+            "finished sweep whose model was deleted then: run the task again without --resume_from_checkpoint"
+        )
     for path in model_files(kept):
         shutil.copy2(path, task_dir / path.name)
     write_json(task_dir / "eval_results.json", result.median)
