@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
+import re
 import runpy
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,6 +26,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 from bert_recipes.config import parse_config
 from bert_recipes.errors import UsageError, run_cli
 from bert_recipes.glue import (
+    GLUE_ARGUMENTS,
+    RENAMED_FLAGS,
     TASKS,
     CheckpointConfig,
     GlueConfig,
@@ -349,6 +354,34 @@ def test_glue_yaml_holds_the_bert_paper_defaults_over_trainings_own():
     plain = TrainingArguments()
     assert (plain.per_device_train_batch_size, plain.learning_rate, plain.warmup_steps, plain.weight_decay) == (
         8, 5e-5, 0, 0.0
+    )  # fmt: skip
+
+
+def test_help_lists_the_recipes_flags_and_every_trainer_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(runpy.run_path(str(FINETUNE))["main"], ["--help"])
+    shown = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    for flag in ("--task_name", "--seeds", "--learning_rates", "--hub_retries", "--max_seq_length"):
+        assert flag in shown
+    trainer_flags = [f"--{f.name}" for f in dataclasses.fields(TrainingArguments)]
+    assert [flag for flag in trainer_flags if flag not in shown] == []
+
+
+def test_the_readme_commands_parse(monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)  # the first command's --config path is relative
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Fine-tune on GLUE") : readme.index("## Push to the Hub")]
+    # a command runs to the first line that does not end in a backslash
+    pattern = r"^(?:accelerate launch|python) recipes/finetune_glue.py.*?(?<!\\)$"
+    commands = [c.replace("\\\n", " ") for c in re.findall(pattern, section, re.M | re.S)]
+    assert len(commands) == 3
+    for command in commands:
+        args = shlex.split(command.split("finetune_glue.py", 1)[1])
+        task, model, training, _ = parse_config(GLUE_ARGUMENTS, args, renamed=RENAMED_FLAGS)
+        assert model.model_name_or_path.startswith("runs/") and training.learning_rate == 2e-5
+    assert (task.seeds, task.learning_rates, training.resume_from_checkpoint) == (
+        "1,2,3,4,5", "2.0e-5,3.0e-5,5.0e-5", "true"
     )  # fmt: skip
 
 
