@@ -196,8 +196,8 @@ def run_arguments(config: GlueConfig, name: str, learning_rate: float, seed: int
 def log_banner(name: str, args: GlueTrainingArguments, encoded: datasets.DatasetDict, max_length: int) -> None:
     train = encoded["train"]
     batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * PartialState().num_processes
-    epochs = math.ceil(args.num_train_epochs * math.ceil(len(train) / batch))
-    steps = args.max_steps if args.max_steps > 0 else epochs
+    epoch_steps = math.ceil(args.num_train_epochs * math.ceil(len(train) / batch))
+    steps = args.max_steps if args.max_steps > 0 else epoch_steps
     mean_length = float(np.mean(train["length"]))
     dev = ", ".join(f"{split} {len(encoded[split]):,}" for split, _ in TASKS[name].dev_files)
     logger.info(
