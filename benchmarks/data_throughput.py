@@ -3,7 +3,7 @@ prepare_data (Parquet shards written) with 1 and 2 processes, and a straightforw
 (google-research/bert's create_pretraining_data.py: the slow tokenizer, one sentence at a time, the whole corpus in
 memory as the pool of random documents).
 
-    python benchmarks/data_throughput.py [--documents 0] [--tokenizer runs/demo/tokenizer]
+    python benchmarks/data_throughput.py [--corpus FILE] [--documents 0] [--tokenizer runs/demo/tokenizer]
 
 The tokenizer is loaded from disk, as a run would (a reloaded tokenizer can be much slower than a fresh one).
 """
@@ -24,10 +24,11 @@ from pathlib import Path
 
 import datasets
 from accelerate import PartialState
+from reporting import DEMO_CORPUS
 from transformers import AutoTokenizer, BertTokenizerLegacy
 
 from bert_recipes.config import parse_config
-from bert_recipes.corpus import DEMO_CORPUS, CorpusConfig, load_corpus
+from bert_recipes.corpus import CorpusConfig, load_corpus
 from bert_recipes.pretraining_data import (
     DataConfig,
     PairBuilder,
@@ -40,7 +41,8 @@ from bert_recipes.pretraining_data import (
 
 @dataclass
 class BenchConfig:
-    documents: int = field(default=0, metadata={"help": "Documents of the demo corpus to process (0: all)."})
+    corpus: str = field(default=DEMO_CORPUS, metadata={"help": "jsonl(.gz) corpus with a text column."})
+    documents: int = field(default=0, metadata={"help": "Documents of the corpus to process (0: all)."})
     tokenizer: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer directory."})
     max_seq_length: int = field(default=128, metadata={"help": "Tokens per example."})
     output_json: str = field(default="benchmarks/results/data_throughput.json", metadata={"help": "Results."})
@@ -73,11 +75,11 @@ def prepared(corpus_file: str, tokenizer, config: DataConfig, num_proc: int) -> 
     return counts["train"]
 
 
-def corpus_file(documents: int, folder: str) -> str:
+def corpus_file(corpus: str, documents: int, folder: str) -> str:
     if documents <= 0:
-        return DEMO_CORPUS
+        return corpus
     path = Path(folder) / "corpus.jsonl.gz"
-    with gzip.open(DEMO_CORPUS, "rt", encoding="utf-8") as src, gzip.open(path, "wt", encoding="utf-8") as out:
+    with gzip.open(corpus, "rt", encoding="utf-8") as src, gzip.open(path, "wt", encoding="utf-8") as out:
         out.writelines(itertools.islice(src, documents))
     return str(path)
 
@@ -96,7 +98,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(bench.tokenizer)
     config = DataConfig(max_seq_length=bench.max_seq_length, eval_every_nth_document=0)
     with tempfile.TemporaryDirectory() as folder:
-        source = corpus_file(bench.documents, folder)
+        source = corpus_file(bench.corpus, bench.documents, folder)
         reference, reference_seconds = timed(lambda: reference_port(source, bench.tokenizer, config))
         examples, streamed_seconds = timed(lambda: streamed(source, tokenizer, config))
         tokens = sum(len(e["input_ids"]) for e in examples)
@@ -126,7 +128,7 @@ def main() -> None:
         row["tokens_per_second_vs_reference"] = row["tokens_per_second"] / base
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "corpus": source if bench.documents <= 0 else f"first {bench.documents} documents of {DEMO_CORPUS}",
+        "corpus": source if bench.documents <= 0 else f"first {bench.documents} documents of {bench.corpus}",
         "config": asdict(bench),
         "rows": rows,
     }

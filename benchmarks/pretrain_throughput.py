@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from accelerate.state import AcceleratorState, GradientState
-from reporting import machine, print_table, save_json
+from reporting import DEMO_CORPUS, machine, print_table, save_json
 from transformers import (
     AutoTokenizer,
     BertConfig,
@@ -48,6 +48,7 @@ class BenchConfig:
     batch_size: int = field(default=32, metadata={"help": "Sequences per step."})
     seq_length: int = field(default=128, metadata={"help": "Tokens per sequence."})
     tokenizer: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer directory."})
+    corpus: str = field(default=DEMO_CORPUS, metadata={"help": "Corpus both trainers read."})
     output_json: str = field(default="benchmarks/results/pretrain_throughput.json", metadata={"help": "Results."})
 
 
@@ -88,7 +89,9 @@ def pretrain_records(
 
 
 def ours(size: str, bench: BenchConfig, out: Path) -> float:
-    records = pretrain_records(size, out, bench.tokenizer, bench.batch_size, bench.seq_length, bench.steps + 2)[2:]
+    records = pretrain_records(
+        size, out, bench.tokenizer, bench.batch_size, bench.seq_length, bench.steps + 2, "--train_files", bench.corpus
+    )[2:]
     return sum(r["tokens_per_second"] for r in records) / len(records)
 
 
@@ -124,7 +127,7 @@ def main() -> None:
     (bench,) = parse_config([BenchConfig])
     tokenizer = AutoTokenizer.from_pretrained(bench.tokenizer)
     data = DataConfig(max_seq_length=bench.seq_length, eval_every_nth_document=0)
-    stream = build_pretraining_datasets(CorpusConfig(), data, tokenizer, seed=0)[0]
+    stream = build_pretraining_datasets(CorpusConfig(train_files=[bench.corpus]), data, tokenizer, seed=0)[0]
     needed = (bench.steps + 2) * bench.batch_size
     examples = [
         {

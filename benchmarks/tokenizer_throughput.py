@@ -1,7 +1,7 @@
-"""Tokenizer training time on the embedded corpus, and batch-encode speed of the reloaded fast tokenizer
+"""Tokenizer training time on the embedded corpus (or --corpus), and batch-encode speed of the reloaded fast tokenizer
 against transformers' slow (Python) BERT tokenizer on the same text.
 
-    python benchmarks/tokenizer_throughput.py [--vocab_size 30522] [--encode_documents 200]
+    python benchmarks/tokenizer_throughput.py [--corpus FILE] [--vocab_size 30522] [--encode_documents 200]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from accelerate import PartialState
+from reporting import DEMO_CORPUS
 from transformers import AutoTokenizer, BertTokenizerLegacy
 
 from bert_recipes.config import parse_config
@@ -25,6 +26,7 @@ from bert_recipes.tokenization import TokenizerConfig, save_tokenizer, train_tok
 
 @dataclass
 class BenchConfig:
+    corpus: str = field(default=DEMO_CORPUS, metadata={"help": "Corpus to train on and encode."})
     vocab_size: int = field(default=30522, metadata={"help": "Vocabulary size to train."})
     encode_documents: int = field(default=200, metadata={"help": "Documents to encode with both tokenizers."})
     output_json: str = field(default="benchmarks/results/tokenizer_throughput.json", metadata={"help": "Results."})
@@ -39,7 +41,7 @@ def timed(fn):
 def main() -> None:
     PartialState()
     (bench,) = parse_config([BenchConfig])
-    corpus = CorpusConfig()
+    corpus = CorpusConfig(train_files=[bench.corpus])
     tokenizer, train_seconds = timed(
         lambda: train_tokenizer(iter_texts(load_corpus(corpus)), TokenizerConfig(vocab_size=bench.vocab_size))
     )

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from accelerate import PartialState
 
-from bert_recipes.corpus import DEMO_CORPUS, CorpusConfig, iter_texts, load_corpus
+from bert_recipes.corpus import CorpusConfig, iter_texts, load_corpus
 from bert_recipes.tokenization import TokenizerConfig, save_tokenizer, train_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GLUE_SAMPLES = REPO_ROOT / "data" / "glue"
+DEMO_CORPUS = str(REPO_ROOT / "data" / "gutenberg-demo.jsonl.gz")
 
 # nothing in the tests may reach the Hugging Face Hub
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -20,7 +20,7 @@ from bert_recipes.trainer import Pretrainer, TrainConfig
 
 
 def example_hashes(trainer: Pretrainer, count: int) -> list[str]:
-    stream = trainer._open_epoch(0)
+    stream = trainer.stream.open_epoch(0)
     return [hashlib.sha1(str(row["input_ids"]).encode()).hexdigest() for row in islice(stream, count)]
 
 

@@ -1,14 +1,25 @@
-"""Configuration: dataclass default < YAML < command line; unknown keys and bad values are clear errors."""
+"""Configuration: dataclass default < YAML < command line; unknown keys and bad values are clear errors; the
+corpus and the tokenizer have no defaults outside the demo config."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import pytest
-from transformers import TrainingArguments
+from accelerate.state import AcceleratorState, GradientState
+from transformers import BertForPreTraining, TrainingArguments
 
 from bert_recipes.config import parse_config, save_config
+from bert_recipes.corpus import CorpusConfig
 from bert_recipes.errors import UsageError
+from bert_recipes.modeling import ModelConfig
+from bert_recipes.pretraining_data import DataConfig
+from bert_recipes.trainer import Pretrainer, TrainConfig
+from tests.conftest import DEMO_CORPUS, REPO_ROOT
+
+NO_CORPUS = "error: no corpus given: pass --train_files FILE [FILE ...] or --dataset_name NAME"
 
 
 @dataclass
@@ -73,6 +84,46 @@ def test_dashed_and_negated_flags_are_accepted():
 def test_missing_config_file_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="does not exist"):
         parse_config([Example], ["--config", str(tmp_path / "nope.yaml")])
+
+
+def error_lines(script: str, *args: str) -> list[str]:
+    """The `error:` lines of a recipe run from the repo root, where the demo corpus sits; it must exit 2."""
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / script), *args], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize("script", ["recipes/pretrain.py", "recipes/prepare_data.py"])
+def test_a_recipe_without_a_corpus_names_both_corpus_flags(script, tokenizer_dir, tmp_path):
+    args = ["--tokenizer_name_or_path", str(tokenizer_dir), "--output_dir", str(tmp_path / "out")]
+    assert error_lines(script, *args) == [NO_CORPUS]
+    assert not (tmp_path / "out").exists()
+
+
+def test_pretraining_without_a_tokenizer_names_the_tokenizer_flag(tmp_path):
+    (line,) = error_lines("recipes/pretrain.py", "--train_files", DEMO_CORPUS, "--output_dir", str(tmp_path / "out"))
+    assert line.startswith("error: no tokenizer given: pass --tokenizer_name_or_path")
+
+
+def test_bert_base_config_without_a_corpus_is_refused_before_a_model_is_built(tokenizer_dir, tmp_path, monkeypatch):
+    def build(*args, **kwargs):
+        raise AssertionError("a BERT was built before the missing corpus was noticed")
+
+    monkeypatch.setattr(BertForPreTraining, "__init__", build)
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    overrides = ["--tokenizer_name_or_path", str(tokenizer_dir), "--output_dir", str(tmp_path / "run")]
+    configs = parse_config(
+        [CorpusConfig, DataConfig, ModelConfig, TrainConfig],
+        ["--config", str(REPO_ROOT / "recipes" / "configs" / "bert-base.yaml"), *overrides],
+    )
+    with pytest.raises(UsageError) as err:
+        Pretrainer(*configs)
+    assert f"error: {err.value}" == NO_CORPUS
+    assert not (tmp_path / "run").exists()
 
 
 @dataclass

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from bert_recipes.errors import UsageError, run_cli
 from bert_recipes.hub import CheckpointPusher, HubConfig, check_hub_access, push_folder
 from bert_recipes.model_card import pretraining_card
-from tests.conftest import REPO_ROOT
+from tests.conftest import DEMO_CORPUS, REPO_ROOT
 from tests.hub_fixtures import (  # noqa: F401
     BOB_TOKEN,
     TOKEN,
@@ -331,8 +331,8 @@ def run_recipe(script: Path, args: list[str], env: dict[str, str]) -> subprocess
 
 def tiny_pretrain_args(tokenizer_dir: Path, output_dir: Path) -> list[str]:
     return [
-        "--tokenizer_name_or_path", str(tokenizer_dir), "--output_dir", str(output_dir), "--hidden_size", "32",
-        "--num_hidden_layers", "2", "--num_attention_heads", "2", "--max_seq_length", "64",
+        "--train_files", DEMO_CORPUS, "--tokenizer_name_or_path", str(tokenizer_dir), "--output_dir", str(output_dir),
+        "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "2", "--max_seq_length", "64",
         "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16", "--max_steps", "4",
         "--logging_steps", "1", "--eval_steps", "2", "--save_steps", "2", "--eval_examples", "32",
         "--report_to", "none", "--document_buffer_size", "32", "--eval_every_nth_document", "10",

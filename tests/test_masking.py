@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from bert_recipes.corpus import CorpusConfig, load_corpus
 from bert_recipes.masking import PretrainingCollator, pad_rows
 from bert_recipes.pretraining_data import DataConfig, examples_from_documents
+from tests.conftest import DEMO_CORPUS
 
 CONFIG = DataConfig(max_seq_length=64, document_buffer_size=16, eval_every_nth_document=0)
 
@@ -24,7 +25,10 @@ def within_binomial(successes: int, trials: int, p: float, sigmas: float = 4.5) 
 
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
-    return [row["text"][:3000] for row, _ in zip(load_corpus(CorpusConfig()), range(40), strict=False)]
+    return [
+        row["text"][:3000]
+        for row, _ in zip(load_corpus(CorpusConfig(train_files=[DEMO_CORPUS])), range(40), strict=False)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +163,23 @@ def test_same_seed_same_masks_and_generator_state_restores(tokenizer, examples):
     a.generator.set_state(state)
     assert torch.equal(a(examples[:16])["labels"], first["labels"])
     assert not torch.equal(a(examples[:16])["labels"], first["labels"]), "each call masks anew"
+
+
+def test_max_predictions_caps_each_row_and_gives_fixed_positions(tokenizer, examples):
+    collator = PretrainingCollator(tokenizer, mlm_probability=0.4, seed=4, max_predictions_per_seq=5)
+    capped_rows = 0
+    for group, batch in batches(collator, examples[:256]):
+        ids = originals(group, batch["input_ids"].shape[1], tokenizer.pad_token_id)
+        picked = batch["labels"] != -100
+        assert batch["masked_positions"].shape == (len(group), 5)
+        assert int(picked.sum(1).max()) <= 5
+        capped_rows += int((picked.sum(1) == 5).sum())
+        # the positions are exactly the predicted ones; padding points at [CLS], never predicted
+        from_positions = torch.zeros_like(picked).scatter_(1, batch["masked_positions"], True)
+        assert torch.equal(from_positions & ~picked, from_positions & (torch.arange(ids.shape[1]) == 0))
+        assert torch.equal(
+            from_positions | (torch.arange(ids.shape[1]) == 0), picked | (torch.arange(ids.shape[1]) == 0)
+        )
+        # positions dropped by the cap get their own token back
+        assert torch.equal(batch["input_ids"][~picked], ids[~picked])
+    assert capped_rows > 200

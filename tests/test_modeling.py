@@ -76,3 +76,19 @@ def test_config_derives_heads_and_feed_forward_from_width():
 def test_heads_must_divide_width():
     with pytest.raises(UsageError, match="not divisible"):
         build_bert_config(ModelConfig(hidden_size=100, num_attention_heads=3), vocab_size=10, pad_token_id=0)
+
+
+def test_fixed_masked_positions_give_the_same_loss_as_the_boolean_selection(tiny_model):
+    batch = random_batch(500, seed=2)
+    predicted = batch["labels"] != -100
+    width = int(predicted.sum(1).max()) + 3
+    positions = torch.zeros(4, width, dtype=torch.long)
+    for row in range(4):
+        found = predicted[row].nonzero().flatten()
+        positions[row, : len(found)] = found
+    batch["labels"][:, 0] = -100  # position 0 pads the fixed-width rows
+    boolean = SparsePretrainingLoss(tiny_model)(**batch)
+    fixed = SparsePretrainingLoss(tiny_model)(**batch, masked_positions=positions)
+    torch.testing.assert_close(fixed["loss"], boolean["loss"], rtol=1e-6, atol=1e-6)
+    assert fixed["mlm_count"].item() == boolean["mlm_count"].item()
+    assert fixed["mlm_correct"].item() == boolean["mlm_correct"].item()

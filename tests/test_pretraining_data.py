@@ -19,7 +19,7 @@ import pytest
 from datasets.distributed import split_dataset_by_node
 from transformers import AutoTokenizer
 
-from bert_recipes.corpus import DEMO_CORPUS, CorpusConfig, load_corpus
+from bert_recipes.corpus import CorpusConfig, load_corpus
 from bert_recipes.errors import UsageError
 from bert_recipes.pretraining_data import (
     MAX_PIECE_CHARS,
@@ -33,7 +33,7 @@ from bert_recipes.pretraining_data import (
     split_sentences,
     validate_data_config,
 )
-from tests.conftest import REPO_ROOT
+from tests.conftest import DEMO_CORPUS, REPO_ROOT
 
 CLS, SEP = 2, 3
 SMALL = DataConfig(max_seq_length=64, document_buffer_size=16, eval_every_nth_document=10, eval_examples=50)
@@ -115,6 +115,21 @@ def test_lengths_never_exceed_and_most_reach_the_target(synthetic_pairs):
     assert max(lengths) <= 128
     # 10% of documents draw a shorter target, and a document's last chunk may be short
     assert sum(length >= 115 for length in lengths) / len(lengths) > 0.6
+
+
+def test_one_document_in_ten_aims_at_a_shorter_random_length():
+    """One-token sentences and true next segments only: a document's first pair is exactly as long as the target
+    it drew, max_tokens unless it drew a shorter one (probability short_seq_prob, uniform over 2..max_tokens)."""
+    max_tokens, count, probability = 125, 2000, DataConfig().short_seq_prob
+    assert probability == 0.1
+    docs = [[Segment([1000 + s], [1]) for s in range(max_tokens + 1)] for _ in range(count)]
+    builder = PairBuilder(max_tokens, probability, nsp_probability=0.0, cls_id=CLS, sep_id=SEP)
+    rng, keys = random.Random(0), list(range(count))
+    lengths = [sum(map(len, segments_of(next(builder.document_pairs(docs, keys, d, rng))))) for d in range(count)]
+    short = [n for n in lengths if n < max_tokens]
+    assert set(lengths) - set(short) == {max_tokens} and all(n >= 2 for n in short)
+    # a shorter draw lands on max_tokens itself once in 124; the bounds (138..259 of 2000) exclude 0.06 and 0.15
+    assert within_binomial(len(short), count, probability * 123 / 124)
 
 
 def test_unused_sentences_are_put_back_after_a_random_pair():

@@ -12,9 +12,9 @@ import datasets
 import pytest
 from transformers import AutoTokenizer, BertTokenizerLegacy
 
-from bert_recipes.corpus import DEMO_CORPUS, read_text_documents
+from bert_recipes.corpus import read_text_documents
 from bert_recipes.tokenization import SPECIAL_TOKENS, TokenizerConfig, train_tokenizer
-from tests.conftest import REPO_ROOT
+from tests.conftest import DEMO_CORPUS, REPO_ROOT
 
 TRAIN_SCRIPT = REPO_ROOT / "tokenizer" / "train_tokenizer.py"
 
@@ -196,6 +196,7 @@ def test_invalid_utf8_is_replaced_with_one_warning(tmp_path):
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
+        ("no_corpus", "no corpus given: pass --train_files FILE [FILE ...] or --dataset_name NAME"),
         ("missing", "does not exist"),
         ("empty", "corpus is empty"),
         ("binary", "looks binary"),
@@ -209,6 +210,7 @@ def test_bad_input_gives_one_clear_line_and_exit_2(tmp_path, case, expected):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("some words here\n", encoding="utf-8")
     args = {
+        "no_corpus": [],
         "missing": ["--train_files", str(tmp_path / "nope.txt")],
         "empty": ["--train_files", str(tmp_path / "empty.txt")],
         "binary": ["--train_files", str(tmp_path / "blob.txt")],

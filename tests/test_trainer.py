@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
+from safetensors.torch import load_file, save_file
 from transformers import (
     AutoModelForMaskedLM,
     AutoModelForPreTraining,
@@ -26,14 +27,14 @@ from bert_recipes.corpus import CorpusConfig
 from bert_recipes.modeling import ModelConfig
 from bert_recipes.pretraining_data import DataConfig
 from bert_recipes.trainer import Pretrainer, TrainConfig
-from tests.conftest import REPO_ROOT
+from tests.conftest import DEMO_CORPUS, REPO_ROOT
 
 PRETRAIN = REPO_ROOT / "recipes" / "pretrain.py"
 
 
 def tiny_args(tokenizer_dir: Path, output_dir: Path, *overrides: str) -> list[str]:
     return [
-        "--tokenizer_name_or_path", str(tokenizer_dir), "--output_dir", str(output_dir),
+        "--train_files", DEMO_CORPUS, "--tokenizer_name_or_path", str(tokenizer_dir), "--output_dir", str(output_dir),
         "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "2",
         "--max_seq_length", "64", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16",
         "--learning_rate", "2.0e-3", "--warmup_steps", "2", "--max_steps", "20", "--logging_steps", "1",
@@ -127,33 +128,87 @@ def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     )
 
 
+STOP_ARGS = ("--max_steps", "20", "--save_steps", "0", "--eval_steps", "0")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_losses(tokenizer_dir, tmp_path_factory) -> dict[int, float]:
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    pretrain_in_process(tiny_args(tokenizer_dir, out, *STOP_ARGS))
+    return losses_by_step(out)
+
+
+def resume_and_compare(tokenizer_dir: Path, out: Path, expected: dict[int, float]) -> int:
+    """Resume a stopped run to the end; its losses must be the uninterrupted run's. Returns the stop step."""
+    (stopped,) = [int(p.name.split("-")[1]) for p in out.glob("checkpoint-*")]
+    assert 0 < stopped < 20, stopped
+    pretrain_in_process(tiny_args(tokenizer_dir, out, *STOP_ARGS, "--resume_from_checkpoint", "latest"))
+    resumed = losses_by_step(out)
+    assert sorted(resumed) == list(range(1, 21))
+    for step in range(stopped + 1, 21):
+        assert resumed[step] == pytest.approx(expected[step], abs=1e-6), (stopped, step)
+    return stopped
+
+
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tokenizer_dir, tmp_path):
+def test_sigterm_saves_a_checkpoint_and_resumes_with_identical_losses(tokenizer_dir, tmp_path, uninterrupted_losses):
     out = tmp_path / "run"
-    args = tiny_args(tokenizer_dir, out, "--max_steps", "100000", "--save_steps", "0", "--eval_steps", "0")
+    args = tiny_args(tokenizer_dir, out, *STOP_ARGS)
     proc = subprocess.Popen([sys.executable, str(PRETRAIN), *args], cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and not (out / "metrics.jsonl").exists():
-        time.sleep(0.5)
-    time.sleep(1.0)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr[-2000:]
-    checkpoints = list(out.glob("checkpoint-*"))
-    assert len(checkpoints) == 1 and 0 < int(checkpoints[0].name.split("-")[1]) < 100000
     assert (out / "model.safetensors").is_file()
+    resume_and_compare(tokenizer_dir, out, uninterrupted_losses)
+
+
+def test_max_train_time_stop_resumes_with_identical_losses(tokenizer_dir, tmp_path, uninterrupted_losses):
+    out = tmp_path / "run"
+    pretrain_in_process(tiny_args(tokenizer_dir, out, *STOP_ARGS, "--max_train_time", "1.0"))
+    resume_and_compare(tokenizer_dir, out, uninterrupted_losses)
+
+
+def test_overwrite_output_dir_starts_over(tokenizer_dir, tmp_path):
+    out = tmp_path / "run"
+    short = ("--max_steps", "4", "--save_steps", "2", "--eval_steps", "0")
+    pretrain_in_process(tiny_args(tokenizer_dir, out, *short))
+    (out / "nonfinite-step-3-rank0.pt").write_bytes(b"left by the first run")
+    pretrain_in_process(tiny_args(tokenizer_dir, out, *short, "--seed", "8", "--overwrite_output_dir", "true"))
+    assert [r["step"] for r in read_metrics(out)] == [1, 2, 3, 4]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    for folder in (out, out / "checkpoint-2", out / "checkpoint-4"):
+        assert "seed: 8" in (folder / "training_args.yaml").read_text(), folder
+    assert not (out / "nonfinite-step-3-rank0.pt").exists()
+
+
+def copy_checkpoint(run: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "copy"
+    shutil.copytree(run / "checkpoint-10", out / "checkpoint-10")
+    return out
 
 
 def corrupt_checkpoint(run: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "corrupt"
-    shutil.copytree(run / "checkpoint-10", out / "checkpoint-10")
+    out = copy_checkpoint(run, tmp_path)
     for state in (out / "checkpoint-10" / "training_state").glob("optimizer*"):
         state.unlink()
     return out
 
 
 @pytest.mark.parametrize(
-    "case", ["no_tokenizer", "vocab_mismatch", "seq_too_long", "existing_checkpoints", "corrupt_checkpoint"]
+    "case",
+    [
+        "no_tokenizer",
+        "vocab_mismatch",
+        "seq_too_long",
+        "existing_checkpoints",
+        "corrupt_checkpoint",
+        "other_model_size",
+        "foreign_weights",
+        "overwrite_and_resume",
+    ],
 )
 def test_bad_input_gives_one_line_and_exit_2(case, finished_run, tokenizer_dir, tmp_path):
     out = tmp_path / "run"
@@ -163,11 +218,23 @@ def test_bad_input_gives_one_line_and_exit_2(case, finished_run, tokenizer_dir, 
         "seq_too_long": ("--max_position_embeddings", "32", "exceeds --max_position_embeddings"),
         "existing_checkpoints": ("--max_steps", "5", "already holds checkpoints"),
         "corrupt_checkpoint": ("--resume_from_checkpoint", "latest", "has no optimizer state"),
+        "other_model_size": ("--intermediate_size", "64", "has intermediate_size 128 but this run has 64"),
+        "foreign_weights": ("--resume_from_checkpoint", "latest", "size mismatch for model.cls.predictions.bias"),
+        "overwrite_and_resume": ("--overwrite_output_dir", "true", "pass one of them"),
     }[case]
     if case in ("vocab_mismatch", "existing_checkpoints"):
         out = finished_run
     if case == "corrupt_checkpoint":
         out = corrupt_checkpoint(finished_run, tmp_path)
+    if case in ("other_model_size", "overwrite_and_resume"):
+        out = copy_checkpoint(finished_run, tmp_path)
+        expected = (*expected, "--resume_from_checkpoint", "latest")
+    if case == "foreign_weights":
+        out = copy_checkpoint(finished_run, tmp_path)
+        weights = out / "checkpoint-10" / "training_state" / "model.safetensors"
+        tensors = load_file(weights)
+        tensors["model.cls.predictions.bias"] = tensors["model.cls.predictions.bias"][:100].clone()
+        save_file(tensors, weights)
     tokenizer = tokenizer_dir
     if case == "vocab_mismatch":
         tokenizer = tmp_path / "other-tokenizer"
@@ -176,7 +243,7 @@ def test_bad_input_gives_one_line_and_exit_2(case, finished_run, tokenizer_dir, 
         tokenizer_json["model"]["vocab"]["zzzextra"] = len(tokenizer_json["model"]["vocab"])
         (tokenizer / "tokenizer.json").write_text(json.dumps(tokenizer_json))
     before = sorted(p.name for p in out.rglob("*")) if out.exists() else []
-    result = run_cli(*tiny_args(tokenizer, out, *expected[:2]))
+    result = run_cli(*tiny_args(tokenizer, out, *expected[:2], *expected[3:]))
     assert result.returncode == 2, result.stderr[-3000:]
     assert expected[2] in result.stderr
     assert "Traceback" not in result.stderr

@@ -7,7 +7,7 @@ python tokenizer/train_tokenizer.py --config recipes/configs/tokenizer-demo.yaml
 from dataclasses import dataclass, field
 
 from bert_recipes.config import parse_config, save_config
-from bert_recipes.corpus import CorpusConfig, iter_texts, load_corpus
+from bert_recipes.corpus import CorpusConfig, check_corpus_given, iter_texts, load_corpus
 from bert_recipes.errors import run_cli
 from bert_recipes.hub import HubConfig, check_hub_access, push_folder
 from bert_recipes.model_card import tokenizer_card
@@ -23,6 +23,7 @@ def main(argv: list[str]) -> None:
     corpus_config, tokenizer_config, output, hub = parse_config(
         [CorpusConfig, TokenizerConfig, OutputConfig, HubConfig], argv
     )
+    check_corpus_given(corpus_config)
     repo_id = check_hub_access(hub)
     tokenizer = train_tokenizer(iter_texts(load_corpus(corpus_config)), tokenizer_config)
     save_tokenizer(tokenizer, output.output_dir)

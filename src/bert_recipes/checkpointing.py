@@ -2,16 +2,22 @@
 
 Layout of a checkpoint:
     checkpoint-STEP/                 config.json, model.safetensors, tokenizer files, training_args.yaml
-    checkpoint-STEP/training_state/  accelerate state (model, optimizer, scheduler, RNG), data positions,
-                                     trainer_state.json (written last)
+    checkpoint-STEP/training_state/  accelerate state (model, optimizer, RNG), the LR schedule, each rank's data
+                                     position, trainer_state.json (written last)
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from accelerate import Accelerator
+from accelerate.utils import load
+from accelerate.utils.constants import FSDP_MODEL_NAME, MODEL_NAME, OPTIMIZER_NAME, RNG_STATE_NAME, SAFE_MODEL_NAME
 
 from bert_recipes.errors import UsageError
 
@@ -19,6 +25,14 @@ PREFIX = "checkpoint-"
 TEMP_PREFIX = ".tmp-checkpoint-"
 STATE_DIR = "training_state"
 TRAINER_STATE = "trainer_state.json"
+# JSON rather than accelerate's register_for_checkpointing, which unpickles with weights_only=False
+SCHEDULER_STATE = "scheduler.json"
+# what a run leaves in its output_dir besides checkpoints: --overwrite_output_dir removes these
+RUN_OUTPUTS = (
+    "metrics.jsonl", "config.json", "model.safetensors", "generation_config.json", "training_args.yaml",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "README.md",
+    "training_curve.png", "pretrain",
+)  # fmt: skip
 
 
 def checkpoint_step(path: Path) -> int:
@@ -48,14 +62,36 @@ def check_output_dir(output_dir: str | Path, resume_from_checkpoint: str | None,
         )
 
 
+# the names accelerate's save_state, save_fsdp_model and save_fsdp_optimizer give, and the folder DeepSpeed's
+# save_checkpoint fills: `_1`, `_2`... for further models or optimizers, `_rankN` for per-rank sharded files,
+# FSDP's sharded (DCP) state in `pytorch_model_fsdp_0/` and `optimizer_0/`
+_INDEX, _RANK = r"(_\d+)?", r"(_rank\d+)?"
+_DEEPSPEED_FOLDER = rf"{MODEL_NAME}{_INDEX}"
+WEIGHT_FILES = re.compile(
+    rf"{SAFE_MODEL_NAME}{_INDEX}\.safetensors|{MODEL_NAME}{_INDEX}\.bin|{FSDP_MODEL_NAME}{_INDEX}{_RANK}\.bin"
+)
+OPTIMIZER_FILES = re.compile(rf"{OPTIMIZER_NAME}{_INDEX}{_RANK}\.bin")
+# DeepSpeed keeps weights and optimizer shards together in pytorch_model/
+WEIGHT_FOLDERS = re.compile(rf"{FSDP_MODEL_NAME}_\d+|{_DEEPSPEED_FOLDER}")
+OPTIMIZER_FOLDERS = re.compile(rf"{OPTIMIZER_NAME}_\d+|{_DEEPSPEED_FOLDER}")
+
+
+def _holds(state: Path, files: re.Pattern, folders: re.Pattern) -> bool:
+    for entry in state.iterdir():
+        if entry.is_file() and files.fullmatch(entry.name):
+            return True
+        if entry.is_dir() and folders.fullmatch(entry.name) and any(f.is_file() for f in entry.rglob("*")):
+            return True
+    return False
+
+
 def validate_checkpoint(path: Path) -> None:
+    """Refuse, in one line, a checkpoint without its completion marker, model weights or optimizer state."""
     state = path / STATE_DIR
     if not (state / TRAINER_STATE).is_file():
         raise UsageError(f"checkpoint '{path}' is incomplete (no {STATE_DIR}/{TRAINER_STATE}): resume from another")
-    # DeepSpeed keeps weights and optimizer shards together in pytorch_model/
-    deepspeed = (state / "pytorch_model").is_dir()
-    has_weights = deepspeed or any(state.glob("model*.safetensors"))
-    has_optimizer = deepspeed or any(state.glob("optimizer*.bin"))
+    has_weights = _holds(state, WEIGHT_FILES, WEIGHT_FOLDERS)
+    has_optimizer = _holds(state, OPTIMIZER_FILES, OPTIMIZER_FOLDERS)
     if not has_weights or not has_optimizer:
         missing = "model weights" if not has_weights else "optimizer state"
         raise UsageError(f"checkpoint '{path}' has no {missing} in {STATE_DIR}/: resume from another checkpoint")
@@ -118,3 +154,102 @@ def rotate_checkpoints(output_dir: str | Path, save_total_limit: int) -> None:
         return
     for old in list_checkpoints(output_dir)[:-save_total_limit]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def clear_previous_run(output_dir: str | Path) -> None:
+    """What --overwrite_output_dir promises: no checkpoint, metric or model of an earlier run survives."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return
+    leftovers = [
+        *root.glob(f"{PREFIX}*"),
+        *root.glob(f"{TEMP_PREFIX}*"),
+        *root.glob("nonfinite-step-*.pt"),
+        *(root / name for name in RUN_OUTPUTS),
+    ]
+    for path in leftovers:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def data_state_path(state_dir: Path, rank: int) -> Path:
+    return state_dir / f"data_state_rank{rank}.json"
+
+
+def save_checkpoint(
+    accelerator: Accelerator,
+    output_dir: Path,
+    step: int,
+    trainer_state: dict[str, Any],
+    states: dict[str, dict[str, Any]],
+    save_model: Callable[[Path], None],
+) -> Path:
+    """Write checkpoint-STEP atomically: everything goes to a temp dir that the main process renames at the end.
+
+    `states` are JSON files of this rank (the data position) or of the run (the LR schedule), by file name.
+    A failed write (disk full) removes the partial checkpoint and stops with one line; earlier ones stay intact.
+    """
+    temp, final = temp_checkpoint_dir(output_dir, step), final_checkpoint_dir(output_dir, step)
+    try:
+        if accelerator.is_main_process:
+            (temp / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(temp / STATE_DIR))
+        for name, payload in states.items():
+            write_json(temp / STATE_DIR / name, payload)
+        save_model(temp)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            commit_checkpoint(temp, final, trainer_state)
+    # torch.save reports a full disk as RuntimeError ("iostream error"), the rest of the stack as OSError
+    except (OSError, RuntimeError) as err:
+        shutil.rmtree(temp, ignore_errors=True)
+        free_mb = shutil.disk_usage(output_dir).free / 1e6
+        raise UsageError(
+            f"writing checkpoint-{step} in '{output_dir}' failed ({err}; {free_mb:.1f} MB free): the partial "
+            "checkpoint was removed and earlier ones are intact; free disk space, then resume with "
+            "--resume_from_checkpoint latest"
+        ) from None
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_accelerate_state(accelerator: Accelerator, path: Path) -> None:
+    """Model, optimizer and RNG states; a failure names its cause (a tensor's shape, or corrupt files)."""
+    rng_states = path / STATE_DIR / f"{RNG_STATE_NAME}_{accelerator.process_index}.pkl"
+    try:
+        # accelerate only logs a random-state file it cannot read (a resume that is silently not exact): read it first
+        load(rng_states)
+        accelerator.load_state(str(path / STATE_DIR))
+    except Exception as err:  # truncated or foreign files fail deep inside torch/safetensors
+        message = " ".join(str(err).split())
+        if "size mismatch" in message:
+            mismatch = message[message.index("size mismatch") :][:300]
+            raise UsageError(
+                f"checkpoint '{path}' does not fit this model ({mismatch}): resume with the model settings "
+                "it was trained with (its training_args.yaml)"
+            ) from None
+        raise UsageError(
+            f"checkpoint '{path}' cannot be loaded ({type(err).__name__}: {message[:200]}): it is corrupt, "
+            "resume from an earlier checkpoint-STEP"
+        ) from None
+
+
+MODEL_SHAPE_FIELDS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "max_position_embeddings", "type_vocab_size",
+)  # fmt: skip
+
+
+def check_same_model(path: Path, model_config: dict[str, Any]) -> None:
+    """Before any weight is read: a checkpoint of another shape names the field that differs."""
+    saved = read_json(path / "config.json")
+    for name in MODEL_SHAPE_FIELDS:
+        if name in saved and saved[name] != model_config.get(name):
+            flag = "the tokenizer's size" if name == "vocab_size" else f"--{name}"
+            raise UsageError(
+                f"checkpoint '{path}' has {name} {saved[name]} but this run has {model_config.get(name)} "
+                f"(from {flag}): resume with the settings it was trained with (its training_args.yaml)"
+            )

@@ -18,9 +18,6 @@ from bert_recipes.errors import UsageError
 
 logger = get_logger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEMO_CORPUS = str(REPO_ROOT / "data" / "gutenberg-demo.jsonl.gz")
-
 TEXT_SUFFIXES = (".txt", ".txt.gz", ".text")
 JSON_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
 PARQUET_SUFFIXES = (".parquet",)
@@ -29,8 +26,8 @@ PARQUET_SUFFIXES = (".parquet",)
 @dataclass
 class CorpusConfig:
     train_files: list[str] = field(
-        default_factory=lambda: [DEMO_CORPUS],
-        metadata={"help": "Local corpus files (.txt, .txt.gz, .jsonl[.gz], .parquet); default: the demo corpus."},
+        default_factory=list,
+        metadata={"help": "Local corpus files (.txt, .txt.gz, .jsonl[.gz], .parquet); this or --dataset_name."},
     )
     dataset_name: str | None = field(
         default=None,
@@ -119,15 +116,20 @@ def _select_text(stream, text_column: str, source: str):
     return stream.rename_column(text_column, "text") if text_column != "text" else stream
 
 
+def check_corpus_given(config: CorpusConfig) -> None:
+    # no default corpus: a run that silently trained on a sample would look fine and be worthless
+    if not config.train_files and not config.dataset_name:
+        raise UsageError("no corpus given: pass --train_files FILE [FILE ...] or --dataset_name NAME")
+
+
 def load_corpus(config: CorpusConfig, streaming: bool = True) -> datasets.IterableDataset | datasets.Dataset:
     """The corpus with a single `text` column, one document per row: streamed, or as an Arrow dataset."""
+    check_corpus_given(config)
     if config.dataset_name:
         stream = datasets.load_dataset(
             config.dataset_name, config.dataset_config_name, split=config.dataset_split, streaming=streaming
         )
         return _select_text(stream, config.text_column, f"dataset '{config.dataset_name}'")
-    if not config.train_files:
-        raise UsageError("no corpus given: pass --train_files FILE [FILE ...] or --dataset_name NAME")
     return _load_local(config.train_files, config.text_column, streaming)
 
 

@@ -5,6 +5,11 @@ its whole-word mode finds words from character offsets, which pairs assembled fr
 have, and it drops the 10% random / 10% unchanged split. The pair builder keeps a `word_starts` flag per token
 instead (from the fast tokenizer's word ids, so any fast tokenizer works), and whole words are masked from it.
 All randomness comes from `self.generator`, which checkpoints save.
+
+With `max_predictions_per_seq` (google-research/bert's cap: 20 at length 128, 80 at 512) a row keeps at most that
+many predicted positions, chosen at random among its masked ones (the rest get their token back), and the batch
+carries `masked_positions`: a fixed (batch, max_predictions_per_seq) shape for the MLM head, which lets
+torch.compile build one graph instead of one per masked count.
 """
 
 from __future__ import annotations
@@ -36,10 +41,12 @@ class PretrainingCollator(DataCollatorForLanguageModeling):
         whole_word_mask: bool = False,
         pad_to_multiple_of: int = 8,
         seed: int = 0,
+        max_predictions_per_seq: int = 0,
     ):
         # the parent's own whole-word mode stays off: it needs offsets and turns 80/10/10 into 100/0/0
         super().__init__(tokenizer, mlm_probability=mlm_probability, pad_to_multiple_of=pad_to_multiple_of, seed=seed)
         self.mask_whole_words = whole_word_mask
+        self.max_predictions = max_predictions_per_seq
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
         # created now rather than on first call, so a checkpoint can restore its state before any batch
         self.generator = torch.Generator().manual_seed(seed)
@@ -59,7 +66,28 @@ class PretrainingCollator(DataCollatorForLanguageModeling):
             batch["input_ids"], batch["labels"] = self.torch_mask_tokens(
                 batch["input_ids"], special_tokens_mask=protected
             )
+        if self.max_predictions > 0:
+            batch["input_ids"], batch["labels"], batch["masked_positions"] = self.cap_predictions(
+                batch["input_ids"], batch["labels"]
+            )
         return batch
+
+    def cap_predictions(
+        self, input_ids: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Keep at most `max_predictions` predicted positions per row; returns them as a fixed-width index tensor,
+        padded with position 0 ([CLS], whose label is always -100)."""
+        scores = torch.rand(labels.shape, generator=self.generator).masked_fill(labels == -100, -1.0)
+        top, positions = scores.topk(min(self.max_predictions, labels.shape[1]), dim=1)
+        chosen = top >= 0
+        kept = torch.zeros(labels.shape, dtype=torch.bool).scatter_(1, positions, chosen)
+        dropped = (labels != -100) & ~kept
+        input_ids = torch.where(dropped, labels, input_ids)
+        labels = labels.masked_fill(~kept, -100)
+        positions = positions.masked_fill(~chosen, 0)
+        padded = torch.zeros(labels.shape[0], self.max_predictions, dtype=torch.long)
+        padded[:, : positions.shape[1]] = positions
+        return input_ids, labels, padded
 
     def mask_words(
         self, input_ids: torch.Tensor, word_starts: torch.Tensor, protected: torch.Tensor

@@ -1,7 +1,7 @@
 """Model cards filled in from a run's own files (config.json, training_args.yaml, metrics.jsonl, trainer state).
 
-Each card is rendered from a Jinja template in model_cards/ by huggingface_hub's `ModelCard.from_template`, with
-its front matter built by `ModelCardData` (GLUE results become a model-index).
+Each card is rendered from a Jinja template in the package's model_cards/ by huggingface_hub's
+`ModelCard.from_template`, with its front matter built by `ModelCardData` (GLUE results become a model-index).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,8 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from bert_recipes.checkpointing import STATE_DIR, TRAINER_STATE, list_checkpoints
-from bert_recipes.corpus import REPO_ROOT
 from bert_recipes.hub import REPO_ID
 
-TEMPLATES = REPO_ROOT / "model_cards"
 GLUE_DATASET = "nyu-mll/glue"
 CURVE_FILE = "training_curve.png"
 ARGS_FILES = ("training_args.yaml", "finetune_args.yaml")
@@ -39,6 +38,11 @@ FINAL_METRICS = (
     ("eval_mlm_loss", "held-out MLM loss"), ("eval_perplexity", "held-out MLM perplexity"),
     ("eval_mlm_accuracy", "held-out MLM accuracy"), ("eval_nsp_accuracy", "held-out NSP accuracy"),
 )  # fmt: skip
+
+
+def read_template(name: str) -> str:
+    # read as package data, not through a path next to the source: a pip-installed package has no repo around it
+    return resources.files("bert_recipes").joinpath("model_cards", name).read_text(encoding="utf-8")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -212,7 +216,7 @@ def pretraining_card(
     )
     return ModelCard.from_template(
         card_data,
-        template_path=str(TEMPLATES / "pretrained_bert.md"),
+        template_str=read_template("pretrained_bert.md"),
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,
         nsp=nsp,
@@ -262,7 +266,7 @@ def finetuning_card(
     )
     return ModelCard.from_template(
         card_data,
-        template_path=str(TEMPLATES / "finetuned_bert.md"),
+        template_str=read_template("finetuned_bert.md"),
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,
         base_model=f"[{base_model}](https://huggingface.co/{base_model})" if on_hub else f"`{Path(base_model).name}`",
@@ -289,7 +293,7 @@ def tokenizer_card(
     )
     return ModelCard.from_template(
         card_data,
-        template_path=str(TEMPLATES / "tokenizer.md"),
+        template_str=read_template("tokenizer.md"),
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,
         tokenizer=tokenizer_facts(out),

@@ -14,9 +14,9 @@ from bert_recipes.errors import UsageError
 
 @dataclass
 class ModelConfig:
-    tokenizer_name_or_path: str = field(
-        default="runs/demo/tokenizer",
-        metadata={"help": "Tokenizer directory or Hub id; sets the vocabulary size."},
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Tokenizer directory or Hub id (required); sets the vocabulary size."},
     )
     hidden_size: int = field(default=128, metadata={"help": "Width of the encoder (BERT-base: 768)."})
     num_hidden_layers: int = field(default=2, metadata={"help": "Number of encoder layers (BERT-base: 12)."})
@@ -57,6 +57,18 @@ def build_model(bert_config: BertConfig, attn_implementation: str = "sdpa") -> B
     return BertForPreTraining._from_config(bert_config, attn_implementation=attn_implementation)
 
 
+def masked_states(
+    hidden: torch.Tensor, labels: torch.Tensor, masked_positions: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states and labels of the predicted positions: a fixed (batch x max_predictions) selection when the
+    collator gives `masked_positions` (padding rows carry label -100), else a boolean selection of varying size."""
+    if masked_positions is None:
+        masked = labels != -100
+        return hidden[masked], labels[masked]
+    index = masked_positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+    return hidden.gather(1, index).flatten(0, 1), labels.gather(1, masked_positions).flatten()
+
+
 class SparsePretrainingLoss(nn.Module):
     """Wraps BertForPreTraining so that DDP/FSDP/DeepSpeed see one forward returning the pretraining loss.
 
@@ -77,17 +89,18 @@ class SparsePretrainingLoss(nn.Module):
         token_type_ids: torch.Tensor,
         labels: torch.Tensor,
         next_sentence_label: torch.Tensor | None = None,
+        masked_positions: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         encoded = self.model.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        masked = labels != -100
-        targets = labels[masked]
-        logits = self.model.cls.predictions(encoded.last_hidden_state[masked])
-        count = targets.new_tensor(targets.numel())
+        hidden, targets = masked_states(encoded.last_hidden_state, labels, masked_positions)
+        logits = self.model.cls.predictions(hidden)
+        predicted = targets != -100
+        count = predicted.sum()
         # sum / count rather than mean: a batch with nothing masked gives 0, not NaN
         mlm_loss = F.cross_entropy(logits.float(), targets, reduction="sum") / count.clamp(min=1)
         out = {
             "mlm_loss": mlm_loss,
-            "mlm_correct": (logits.argmax(-1) == targets).sum(),
+            "mlm_correct": ((logits.argmax(-1) == targets) & predicted).sum(),
             "mlm_count": count,
         }
         if next_sentence_label is None:

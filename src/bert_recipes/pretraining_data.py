@@ -30,11 +30,15 @@ from typing import Any
 
 import blingfire
 import datasets
+import torch
 from accelerate.logging import get_logger
+from datasets.distributed import split_dataset_by_node
+from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerFast
 
 from bert_recipes.corpus import CorpusConfig, load_corpus
 from bert_recipes.errors import UsageError
+from bert_recipes.masking import PretrainingCollator
 
 logger = get_logger(__name__)
 
@@ -67,6 +71,13 @@ class DataConfig:
     no_nsp: bool = field(default=False, metadata={"help": "MLM only: pack documents to full length, no NSP."})
     mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of tokens (or words) masked."})
     whole_word_mask: bool = field(default=False, metadata={"help": "Mask all pieces of a word together."})
+    max_predictions_per_seq: int = field(
+        default=0,
+        metadata={
+            "help": "Cap on predicted positions per sequence, as google-research/bert (20 at 128, 80 at 512): "
+            "gives the MLM head a fixed shape for --torch_compile (0: no cap)."
+        },
+    )
     document_buffer_size: int = field(
         default=128, metadata={"help": "Documents per group: the pool that random segments B are drawn from."}
     )
@@ -448,6 +459,99 @@ def build_pretraining_datasets(
     train = examples_from_documents(corpus, tokenizer, data_config, seed, epoch)
     evaluation = examples_from_documents(corpus, tokenizer, data_config, seed, 0, held_out=True)
     return train, evaluation.take(data_config.eval_examples)
+
+
+# ---- batches for the training loop ----------------------------------------------------------------------------
+
+
+def batches_of(stream, batch_size: int, collator: PretrainingCollator) -> DataLoader:
+    # its own generator: a DataLoader iterator otherwise draws a seed from the global RNG, so a resumed run
+    # (which opens its loaders after restoring that RNG) would get different dropout masks
+    return DataLoader(stream, batch_size=batch_size, collate_fn=collator, generator=torch.Generator())
+
+
+def masking_collator(tokenizer: PreTrainedTokenizerFast, data: DataConfig, seed: int) -> PretrainingCollator:
+    return PretrainingCollator(
+        tokenizer, data.mlm_probability, data.whole_word_mask, 8, seed=seed,
+        max_predictions_per_seq=data.max_predictions_per_seq,
+    )  # fmt: skip
+
+
+class TrainingStream:
+    """This rank's masked training batches, epoch after epoch, each epoch paired anew, up to `max_epochs` (0: no
+    limit). `state_dict()` holds the position and the masking generator: a stream loaded from it continues with
+    exactly the batch that would have come next."""
+
+    def __init__(
+        self,
+        corpus: CorpusConfig,
+        data: DataConfig,
+        tokenizer: PreTrainedTokenizerFast,
+        seed: int,
+        batch_size: int,
+        max_epochs: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.corpus, self.data, self.tokenizer, self.seed = corpus, data, tokenizer, seed
+        self.batch_size, self.max_epochs, self.rank, self.world_size = batch_size, max_epochs, rank, world_size
+        self.collator = masking_collator(tokenizer, data, seed=seed * 1000 + rank)
+        self.epoch = 0
+        self._examples: datasets.IterableDataset | None = None
+        self._batches: Iterator[dict[str, torch.Tensor]] | None = None
+        self._resume_position: dict[str, Any] | None = None
+        self._produced = 0
+
+    def open_epoch(self, epoch: int) -> datasets.IterableDataset:
+        """This rank's examples of one epoch."""
+        train, _ = build_pretraining_datasets(self.corpus, self.data, self.tokenizer, seed=self.seed, epoch=epoch)
+        return split_dataset_by_node(train, self.rank, self.world_size)
+
+    def next_batch(self) -> dict[str, torch.Tensor] | None:
+        """The next batch, or None once `max_epochs` are done."""
+        while self.max_epochs <= 0 or self.epoch < self.max_epochs:
+            if self._batches is None:
+                self._start_epoch()
+            batch = next(self._batches, None)
+            if batch is not None:
+                self._produced += 1
+                return batch
+            if self._produced == 0:
+                raise UsageError("the corpus produced no training examples: give it more text or a lower batch size")
+            self.epoch += 1
+            self._examples = self._batches = None
+        return None
+
+    def _start_epoch(self) -> None:
+        self._examples = self.open_epoch(self.epoch)
+        resumed = self._resume_position is not None
+        if resumed:
+            self._examples.load_state_dict(self._resume_position)
+            self._resume_position = None
+        # a stream resumed at the very end of its epoch rightly yields nothing more
+        self._produced = int(resumed)
+        self._batches = iter(batches_of(self._examples, self.batch_size, self.collator))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "stream": self._examples.state_dict() if self._examples is not None else None,
+            "collator_generator": self.collator.generator.get_state().tolist(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = state["epoch"]
+        self._resume_position = state["stream"]
+        self.collator.generator.set_state(torch.tensor(state["collator_generator"], dtype=torch.uint8))
+        self._examples = self._batches = None
+
+
+def held_out_batches(
+    corpus: CorpusConfig, data: DataConfig, tokenizer: PreTrainedTokenizerFast, seed: int, batch_size: int
+) -> list[dict[str, torch.Tensor]]:
+    """The held-out examples, masked once with a fixed seed so every evaluation scores the same positions."""
+    _, held_out = build_pretraining_datasets(corpus, data, tokenizer, seed=seed, epoch=0)
+    return list(batches_of(held_out, batch_size, masking_collator(tokenizer, data, seed)))
 
 
 # ---- examples on disk ------------------------------------------------------------------------------------------

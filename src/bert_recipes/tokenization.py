@@ -125,8 +125,13 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, output_dir: str | Path) -
     (output / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in by_id), encoding="utf-8")
 
 
-def load_tokenizer(name_or_path: str, require_mask: bool = True) -> PreTrainedTokenizerFast:
+def load_tokenizer(name_or_path: str | None, require_mask: bool = True) -> PreTrainedTokenizerFast:
     """Load a fast tokenizer from a directory or Hub id, with a clear error when it is missing or broken."""
+    if not name_or_path:
+        raise UsageError(
+            "no tokenizer given: pass --tokenizer_name_or_path DIR_OR_HUB_ID "
+            "(train one with tokenizer/train_tokenizer.py)"
+        )
     local = Path(name_or_path)
     if local.exists() and not (local / "tokenizer.json").is_file() and not (local / "vocab.txt").is_file():
         raise UsageError(

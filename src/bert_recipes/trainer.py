@@ -1,42 +1,36 @@
-"""The pretraining loop: Accelerate, MLM + NSP with a sparse MLM head, exact resume, atomic checkpoints."""
+"""The pretraining loop: MLM + NSP with a sparse MLM head under Accelerate, exact resume, atomic checkpoints.
+
+`Pretrainer.run()` reads top to bottom: stop? -> get batch -> forward -> (finite on every rank?) backward -> clip
+-> step -> schedule -> log -> evaluate -> save. The rest lives where it belongs: launch quirks in distributed.py,
+checkpoint files in checkpointing.py, the resumable per-epoch stream in pretraining_data.py.
+"""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DistributedDataParallelKwargs, DistributedType, InitProcessGroupKwargs, set_seed
-from datasets.distributed import split_dataset_by_node
-from torch.utils.data import DataLoader
+from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import get_scheduler
+from transformers import BertConfig, get_scheduler
 
 from bert_recipes import checkpointing as ckpt
 from bert_recipes.config import save_config
-from bert_recipes.corpus import CorpusConfig
+from bert_recipes.corpus import CorpusConfig, check_corpus_given
+from bert_recipes.distributed import any_rank, discard_gradients, fill_deepspeed_auto_values, make_accelerator
 from bert_recipes.errors import UsageError
+from bert_recipes.evaluation import mlm_metrics
 from bert_recipes.hub import CheckpointPusher, HubConfig, check_hub_access
-from bert_recipes.masking import PretrainingCollator
+from bert_recipes.metrics_log import MetricsLog
 from bert_recipes.model_card import pretraining_card
-from bert_recipes.modeling import (
-    ModelConfig,
-    SparsePretrainingLoss,
-    build_bert_config,
-    build_model,
-    count_parameters,
-)
-from bert_recipes.pretraining_data import DataConfig, build_pretraining_datasets, validate_data_config
+from bert_recipes.modeling import ModelConfig, SparsePretrainingLoss, build_bert_config, build_model, count_parameters
+from bert_recipes.pretraining_data import DataConfig, TrainingStream, held_out_batches, validate_data_config
 from bert_recipes.tokenization import load_tokenizer
 
 logger = get_logger(__name__)
@@ -46,7 +40,7 @@ logger = get_logger(__name__)
 class TrainConfig:
     output_dir: str = field(default="runs/pretrain", metadata={"help": "Where checkpoints and the final model go."})
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Start over in an output_dir with checkpoints."}
+        default=False, metadata={"help": "Start over: delete an earlier run's checkpoints, metrics and model."}
     )
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "'latest' or a checkpoint-STEP directory to continue from exactly."}
@@ -73,6 +67,20 @@ class TrainConfig:
     save_total_limit: int = field(default=3, metadata={"help": "Checkpoints kept (0: all)."})
     report_to: str = field(default="tensorboard", metadata={"help": "Accelerate trackers: tensorboard, wandb, none."})
     skip_nan_steps: int = field(default=0, metadata={"help": "Steps with a NaN/inf loss to skip before stopping."})
+    mixed_precision: str = field(
+        default="auto",
+        metadata={
+            "help": "no, bf16 or fp16 (CUDA only); auto: the Accelerate config's value, else bf16 where the "
+            "hardware runs it natively (recent GPUs, CPUs with AVX512-BF16 or AMX), else no."
+        },
+    )
+    torch_compile: bool = field(
+        default=False,
+        metadata={"help": "torch.compile the model (inductor); pays with --max_predictions_per_seq (fixed shapes)."},
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute activations in backward: less memory, about a third more time."}
+    )
 
 
 @dataclass
@@ -85,61 +93,11 @@ class TrainerState:
     world_size: int = 1
 
 
-def launched_with_deepspeed() -> bool:
-    """`accelerate launch` tells its workers about DeepSpeed through this variable."""
-    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-
-
-def make_accelerator(train: TrainConfig, no_nsp: bool) -> Accelerator:
-    handlers: list[Any] = []
-    on_cpu = not torch.cuda.is_available()
-    if on_cpu and launched_with_deepspeed():
-        # without CUDA accelerate picks no backend for DeepSpeed and miscounts processes; gloo works on CPU
-        handlers.append(InitProcessGroupKwargs(backend="gloo"))
-    if no_nsp:
-        # the pooler and NSP head get no gradient without NSP; DDP must be told
-        handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
-    return Accelerator(
-        # a multi-GPU launch on a CPU-only machine becomes MULTI_CPU (gloo) only with cpu=True; DeepSpeed
-        # brings its own CPU accelerator and is turned off by that flag
-        cpu=on_cpu and not launched_with_deepspeed(),
-        gradient_accumulation_steps=train.gradient_accumulation_steps,
-        log_with=None if train.report_to == "none" else train.report_to,
-        project_dir=train.output_dir,
-        kwargs_handlers=handlers,
-    )
-
-
-def check_sharding_applied(accelerator: Accelerator) -> None:
-    """Accelerate silently trains plain DDP when FSDP is asked for on CPUs; say so instead of pretending."""
-    fsdp_requested = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-    if fsdp_requested and accelerator.distributed_type != DistributedType.FSDP:
-        raise UsageError(
-            f"FSDP was requested but Accelerate runs {accelerator.distributed_type} here: it applies FSDP on GPUs "
-            "only; on CPUs use accelerate_configs/multi_cpu.yaml or a DeepSpeed config"
-        )
-
-
-def fill_deepspeed_auto_values(accelerator: Accelerator, train: TrainConfig) -> None:
-    """Accelerate fills DeepSpeed's "auto" batch size from a prepared dataloader; ours is not prepared."""
-    plugin = accelerator.state.deepspeed_plugin
-    if plugin is None:
-        return
-    config = plugin.deepspeed_config
-    if config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
-        config["train_micro_batch_size_per_gpu"] = train.per_device_train_batch_size
-    if config.get("gradient_clipping", "auto") == "auto":
-        config["gradient_clipping"] = train.max_grad_norm
-
-
 def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": train.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(
         groups, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_epsilon
     )
@@ -149,14 +107,8 @@ def warmup_steps(train: TrainConfig) -> int:
     return train.warmup_steps or math.ceil(train.warmup_ratio * train.max_steps)
 
 
-def batches_of(stream, batch_size: int, collator: PretrainingCollator) -> DataLoader:
-    # its own generator: a DataLoader iterator otherwise draws a seed from the global RNG, so a resumed run
-    # (which opens its loaders after restoring that RNG) would get different dropout masks
-    return DataLoader(stream, batch_size=batch_size, collate_fn=collator, generator=torch.Generator())
-
-
 class StopRequest:
-    """SIGTERM/SIGINT set a flag; the loop saves a checkpoint at the next step boundary and exits."""
+    """SIGTERM/SIGINT set a flag; the loop saves a checkpoint before drawing its next batch and exits."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -167,31 +119,69 @@ class StopRequest:
         self.requested = True
 
 
-def validate_run(model_cfg: ModelConfig, data_cfg: DataConfig, train: TrainConfig, tokenizer) -> Path | None:
+def validate_run(
+    corpus_cfg: CorpusConfig, data_cfg: DataConfig, train: TrainConfig, bert_config: BertConfig, tokenizer
+) -> Path | None:
     """Every check that can fail on user input, before any heavy work; returns the checkpoint to resume."""
+    if not data_cfg.prepared_data_dir:
+        check_corpus_given(corpus_cfg)
     validate_data_config(data_cfg, tokenizer)
-    if data_cfg.max_seq_length > model_cfg.max_position_embeddings:
+    if data_cfg.max_seq_length > bert_config.max_position_embeddings:
         raise UsageError(
             f"--max_seq_length {data_cfg.max_seq_length} exceeds --max_position_embeddings "
-            f"{model_cfg.max_position_embeddings}: lower the first or raise the second"
+            f"{bert_config.max_position_embeddings}: lower the first or raise the second"
         )
     for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps"):
         if getattr(train, name) <= 0:
             raise UsageError(f"--{name} must be a positive number, got {getattr(train, name)}")
+    if train.overwrite_output_dir and train.resume_from_checkpoint:
+        raise UsageError(
+            "--overwrite_output_dir true deletes the checkpoints that --resume_from_checkpoint would continue: "
+            "pass one of them"
+        )
     ckpt.check_output_dir(train.output_dir, train.resume_from_checkpoint, train.overwrite_output_dir)
     resume = ckpt.resolve_resume_checkpoint(train.resume_from_checkpoint, train.output_dir)
     if resume is not None:
-        saved_vocab = ckpt.read_json(resume / "config.json").get("vocab_size")
-        if saved_vocab != max(len(tokenizer), model_cfg.vocab_size):
-            raise UsageError(
-                f"checkpoint '{resume}' has vocab_size {saved_vocab} but tokenizer "
-                f"'{model_cfg.tokenizer_name_or_path}' has {len(tokenizer)} tokens: resume with the tokenizer it used"
-            )
+        ckpt.check_same_model(resume, bert_config.to_dict())
     return resume
 
 
+class LogWindow:
+    """Loss parts and real tokens summed over the steps since the last log line, and the time spent waiting for
+    data meanwhile."""
+
+    PARTS = ("loss", "mlm_loss", "nsp_loss", "tokens", "micro_batches")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(len(self.PARTS), dtype=torch.float64)
+        self.data_wait = 0.0
+        self.start = time.perf_counter()
+
+    def flush(self, accelerator) -> tuple[dict[str, float], float, float]:
+        """The window's loss means and real tokens/s over all ranks, and this rank's data wait; then restart."""
+        totals = dict(
+            zip(self.PARTS, accelerator.reduce(self.sums.to(accelerator.device), "sum").tolist(), strict=True)
+        )
+        seconds = max(time.perf_counter() - self.start, 1e-9)
+        means = {k: totals[k] / max(totals["micro_batches"], 1.0) for k in ("loss", "mlm_loss", "nsp_loss")}
+        wait = self.data_wait / seconds
+        tokens_per_second = totals["tokens"] / seconds
+        self.reset()
+        return means, tokens_per_second, wait
+
+
+def step_parts(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One micro-batch's entry for LogWindow.sums (one host sync: cheap next to a BERT step)."""
+    nsp = out["nsp_loss"].detach() if "nsp_loss" in out else torch.zeros((), device=out["loss"].device)
+    parts = [out["loss"].detach(), out["mlm_loss"].detach(), nsp, batch["attention_mask"].sum(), torch.ones(())]
+    return torch.stack([p.double().cpu() for p in parts])
+
+
 class Pretrainer:
-    """Holds what one pretraining run needs; `run()` trains to the first stopping rule and saves the model."""
+    """One pretraining run: `run()` trains to the first stopping rule, then saves and pushes the model."""
 
     def __init__(
         self,
@@ -203,212 +193,108 @@ class Pretrainer:
     ):
         self.corpus_cfg, self.data_cfg, self.model_cfg, self.train_cfg = corpus, data, model, train
         self.hub_cfg = hub or HubConfig()
-        self.accelerator = make_accelerator(train, data.no_nsp)
-        check_sharding_applied(self.accelerator)
-        self.tokenizer = load_tokenizer(model.tokenizer_name_or_path)
-        self.resume_dir = validate_run(model, data, train, self.tokenizer)
-        repo_id = check_hub_access(self.hub_cfg) if self.accelerator.is_main_process else None
-        self.pusher = CheckpointPusher(self.hub_cfg, train.output_dir, repo_id=repo_id) if repo_id else None
         self.output_dir = Path(train.output_dir)
-        self.state = TrainerState(world_size=self.accelerator.num_processes)
-        set_seed(train.seed)
+        self.accelerator = acc = make_accelerator(
+            train.gradient_accumulation_steps,
+            train.report_to,
+            train.output_dir,
+            find_unused_parameters=data.no_nsp,
+            mixed_precision=train.mixed_precision,
+            torch_compile=train.torch_compile,
+        )
+        # the precision that runs, recorded in training_args.yaml and the model card
+        train.mixed_precision = acc.mixed_precision
+        self.tokenizer = load_tokenizer(model.tokenizer_name_or_path)
         bert_config = build_bert_config(model, len(self.tokenizer), self.tokenizer.pad_token_id)
+        self.resume_dir = validate_run(corpus, data, train, bert_config, self.tokenizer)
+        repo_id = check_hub_access(self.hub_cfg) if acc.is_main_process else None
+        self.pusher = CheckpointPusher(self.hub_cfg, train.output_dir, repo_id=repo_id) if repo_id else None
+        set_seed(train.seed)
         self.bert = build_model(bert_config, model.attn_implementation)
-        optimizer = build_optimizer(self.bert, train)
-        fill_deepspeed_auto_values(self.accelerator, train)
-        self.model, self.optimizer = self.accelerator.prepare(SparsePretrainingLoss(self.bert), optimizer)
+        if train.gradient_checkpointing:
+            self.bert.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        fill_deepspeed_auto_values(acc, train.per_device_train_batch_size, train.max_grad_norm)
+        self.model, self.optimizer = acc.prepare(SparsePretrainingLoss(self.bert), build_optimizer(self.bert, train))
+        # stepped by hand once per global optimizer step, and saved as JSON with the checkpoint
         self.scheduler = get_scheduler(
             train.lr_scheduler_type, self.optimizer, warmup_steps(train), num_training_steps=train.max_steps
         )
-        # the schedule counts global optimizer steps, so it is stepped by hand rather than prepared
-        self.accelerator.register_for_checkpointing(self.scheduler)
-        self.collator = PretrainingCollator(
-            self.tokenizer,
-            data.mlm_probability,
-            data.whole_word_mask,
-            pad_to_multiple_of=8,
-            seed=self._rank_seed(),
-        )
-        self.data_state: dict[str, Any] | None = None
-        self.train_stream = None
+        self.stream = TrainingStream(
+            corpus, data, self.tokenizer, train.seed, train.per_device_train_batch_size,
+            max_epochs=train.num_train_epochs, rank=acc.process_index, world_size=acc.num_processes,
+        )  # fmt: skip
+        self.state = TrainerState(world_size=acc.num_processes)
         self.eval_batches: list[dict[str, torch.Tensor]] = []
         self.pending_tokens = torch.zeros((), dtype=torch.float64)
+        self.last_saved_step = -1
         self._clock = time.perf_counter()
 
-    def _rank_seed(self) -> int:
-        return self.train_cfg.seed * 1000 + self.accelerator.process_index
-
-    # ---- data -------------------------------------------------------------------------------------
-    def _open_epoch(self, epoch: int):
-        train, _ = build_pretraining_datasets(
-            self.corpus_cfg, self.data_cfg, self.tokenizer, seed=self.train_cfg.seed, epoch=epoch
-        )
-        return split_dataset_by_node(train, self.accelerator.process_index, self.accelerator.num_processes)
-
-    def _micro_batches(self) -> Iterator[dict[str, torch.Tensor]]:
-        """Batches epoch after epoch (each with new pairings) until num_train_epochs; resumes mid-epoch."""
-        limit = self.train_cfg.num_train_epochs
-        while limit <= 0 or self.state.epoch < limit:
-            self.train_stream = self._open_epoch(self.state.epoch)
-            if self.data_state is not None:
-                self.train_stream.load_state_dict(self.data_state)
-                self.data_state = None
-            produced = 0
-            for batch in batches_of(self.train_stream, self.train_cfg.per_device_train_batch_size, self.collator):
-                produced += 1
-                yield batch
-            if produced == 0 and self.state.step == 0:
-                raise UsageError("the corpus produced no training examples: give it more text or a lower batch size")
-            self.state.epoch += 1
-
-    def _load_eval_batches(self) -> list[dict[str, torch.Tensor]]:
-        _, eval_stream = build_pretraining_datasets(
-            self.corpus_cfg, self.data_cfg, self.tokenizer, seed=self.train_cfg.seed, epoch=0
-        )
-        # a fixed masking seed makes every evaluation score the same masked positions
-        collator = PretrainingCollator(
-            self.tokenizer,
-            self.data_cfg.mlm_probability,
-            self.data_cfg.whole_word_mask,
-            8,
-            seed=self.train_cfg.seed,
-        )
-        return list(batches_of(eval_stream, self.train_cfg.per_device_eval_batch_size, collator))
-
-    # ---- checkpoints ------------------------------------------------------------------------------
-    def _data_state_path(self, root: Path) -> Path:
-        return root / ckpt.STATE_DIR / f"data_state_rank{self.accelerator.process_index}.json"
-
-    def save_checkpoint(self) -> Path:
-        """Write checkpoint-STEP atomically; a failed write (disk full) removes the partial one and stops."""
-        acc, step = self.accelerator, self.state.step
-        temp, final = ckpt.temp_checkpoint_dir(self.output_dir, step), ckpt.final_checkpoint_dir(self.output_dir, step)
-        try:
-            self._write_checkpoint(temp)
-            if acc.is_main_process:
-                ckpt.commit_checkpoint(temp, final, vars(self.state))
-        # torch.save reports a full disk as RuntimeError ("iostream error"), the rest of the stack as OSError
-        except (OSError, RuntimeError) as err:
-            shutil.rmtree(temp, ignore_errors=True)
-            free_mb = shutil.disk_usage(self.output_dir).free / 1e6
-            raise UsageError(
-                f"writing checkpoint-{step} in '{self.output_dir}' failed ({err}; {free_mb:.1f} MB free): the partial "
-                "checkpoint was removed and earlier ones are intact; free disk space, then resume with "
-                "--resume_from_checkpoint latest"
-            ) from None
-        if acc.is_main_process:
-            ckpt.rotate_checkpoints(self.output_dir, self.train_cfg.save_total_limit)
-            if self.pusher:
-                self.pusher.push_checkpoint(final, step)
-        acc.wait_for_everyone()
-        logger.info(f"saved {final}")
-        return final
-
-    def _write_checkpoint(self, temp: Path) -> None:
-        acc = self.accelerator
-        if acc.is_main_process:
-            (temp / ckpt.STATE_DIR).mkdir(parents=True, exist_ok=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(temp / ckpt.STATE_DIR))
-        data_state = {
-            "stream": self.train_stream.state_dict() if self.train_stream is not None else None,
-            "collator_generator": self.collator.generator.get_state().tolist(),
-        }
-        ckpt.write_json(self._data_state_path(temp), data_state)
-        self.save_model(temp)
-        acc.wait_for_everyone()
-
-    def save_model(self, directory: Path) -> None:
-        """save_pretrained form: config, safetensors weights (gathered under ZeRO-3/FSDP), tokenizer, config."""
-        acc = self.accelerator
-        state_dict = acc.get_state_dict(self.model)
-        if acc.is_main_process:
-            weights = {k.removeprefix("model."): v for k, v in state_dict.items()}
-            acc.unwrap_model(self.model).model.save_pretrained(directory, state_dict=weights, safe_serialization=True)
-            self.tokenizer.save_pretrained(directory)
-            save_config(
-                directory / "training_args.yaml",
-                self.corpus_cfg,
-                self.data_cfg,
-                self.model_cfg,
-                self.train_cfg,
-            )
-
-    def load_checkpoint(self, path: Path) -> None:
-        acc = self.accelerator
-        try:
-            acc.load_state(str(path / ckpt.STATE_DIR))
-        except Exception as err:  # truncated or foreign files fail deep inside torch/safetensors
-            raise UsageError(
-                f"checkpoint '{path}' cannot be loaded ({type(err).__name__}: {str(err)[:160]}): it is corrupt, "
-                "resume from an earlier checkpoint-STEP"
-            ) from None
-        saved = ckpt.read_json(path / ckpt.STATE_DIR / ckpt.TRAINER_STATE)
-        self.state = TrainerState(**{**saved, "world_size": acc.num_processes})
-        if saved.get("world_size", 1) != acc.num_processes:
-            # stream positions are per rank; with another rank count the shards differ, so start a fresh epoch
-            logger.warning(
-                f"checkpoint was written by {saved.get('world_size')} processes, resuming with {acc.num_processes}: "
-                "the data stream restarts with the next epoch's pairings"
-            )
-            self.state.epoch += 1
-            return
-        data_state = ckpt.read_json(self._data_state_path(path))
-        self.data_state = data_state["stream"]
-        self.collator.generator.set_state(torch.tensor(data_state["collator_generator"], dtype=torch.uint8))
-        logger.info(f"resumed from {path} at step {self.state.step}")
-
-    # ---- evaluation and logging -------------------------------------------------------------------
-    @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        self.model.eval()
-        totals = torch.zeros(5, dtype=torch.float64)
-        for batch in self.eval_batches:
-            out = self.model(**{k: v.to(self.accelerator.device) for k, v in batch.items()})
-            count = out["mlm_count"].double().cpu()
-            nsp = batch.get("next_sentence_label")
-            totals += torch.tensor(
-                [
-                    out["mlm_loss"].double().cpu() * count,
-                    out["mlm_correct"].double().cpu(),
-                    count,
-                    out["nsp_correct"].double().cpu() if nsp is not None else 0.0,
-                    float(nsp.numel()) if nsp is not None else 0.0,
-                ],
-                dtype=torch.float64,
-            )
+    # ---- the loop ---------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, float]:
+        t, acc = self.train_cfg, self.accelerator
+        metrics_log = self._start()
+        stop, window, eval_metrics = StopRequest(), LogWindow(), {}
+        bar = tqdm(total=t.max_steps, initial=self.state.step, disable=not acc.is_local_main_process, unit="step")
+        self._clock = time.perf_counter()
         self.model.train()
-        loss_sum, correct, count, nsp_correct, nsp_count = totals.tolist()
-        mlm_loss = loss_sum / max(count, 1.0)
-        metrics = {
-            "eval_mlm_loss": mlm_loss,
-            "eval_mlm_accuracy": correct / max(count, 1.0),
-            "eval_perplexity": math.exp(min(mlm_loss, 50.0)),
-        }
-        if nsp_count:
-            metrics["eval_nsp_accuracy"] = nsp_correct / nsp_count
-        return metrics
+        # every stopping rule is checked before the next batch is drawn, so the saved stream position is exact
+        while not any_rank(acc, self.state.step >= t.max_steps or self._out_of_time() or stop.requested):
+            asked = time.perf_counter()
+            micro_batches = [self.stream.next_batch() for _ in range(t.gradient_accumulation_steps)]
+            window.data_wait += time.perf_counter() - asked
+            if any_rank(acc, None in micro_batches):
+                break
+            parts = self._forward_backward(micro_batches)
+            if parts is None:
+                self._skip_step(micro_batches[-1])
+                continue
+            grad_norm = self._optimizer_step()
+            self.state.step += 1
+            self.pending_tokens += parts[3]
+            window.sums += parts
+            bar.update(1)
+            record: dict[str, Any] = {}
+            if self._due(t.logging_steps):
+                record = self._train_record(window, grad_norm, bar)
+            if self._due(t.eval_steps):
+                eval_metrics = mlm_metrics(self.model, self.eval_batches, acc.device)
+                record = {"step": self.state.step, **record, **eval_metrics}
+            if record:
+                metrics_log.write(record)
+            if t.save_steps > 0 and self.state.step % t.save_steps == 0:
+                self._save_checkpoint()
+        bar.close()
+        self._finish()
+        return eval_metrics
 
-    def _write_metrics(self, record: dict[str, Any]) -> None:
-        self.accelerator.log(record, step=record["step"])
-        if self.accelerator.is_main_process:
-            with (self.output_dir / "metrics.jsonl").open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+    def _forward_backward(self, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor | None:
+        """Forward and backward over one step's micro-batches; their summed `step_parts`, or None without any
+        update when a loss is not finite on some rank."""
+        acc = self.accelerator
+        parts = torch.zeros(len(LogWindow.PARTS), dtype=torch.float64)
+        for batch in micro_batches:
+            batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
+            with acc.accumulate(self.model):
+                out = self.model(**batch)
+                micro = step_parts(out, batch)
+                # before backward: under DeepSpeed backward also steps the optimizer
+                if any_rank(acc, not math.isfinite(micro[0])):
+                    return None
+                acc.backward(out["loss"])
+            parts += micro
+        return parts
 
-    def _banner(self) -> None:
-        t, d = self.train_cfg, self.data_cfg
-        global_batch = t.per_device_train_batch_size * self.accelerator.num_processes * t.gradient_accumulation_steps
-        logger.info(
-            f"{count_parameters(self.bert) / 1e6:.1f}M params | {self.accelerator.num_processes} process(es), "
-            f"{self.accelerator.distributed_type} | global batch {global_batch} seqs = "
-            f"{global_batch * d.max_seq_length:,} tokens/step at length {d.max_seq_length} | "
-            f"{t.max_steps} steps, warmup {warmup_steps(t)}, peak lr {t.learning_rate:g}"
-        )
-
-    # ---- the loop ---------------------------------------------------------------------------------
-    def _nonfinite(self, batch: dict[str, torch.Tensor]) -> None:
-        """Skip the step while the budget lasts; otherwise save the batch and stop before training on garbage."""
+    def _optimizer_step(self) -> float | None:
+        acc, t = self.accelerator, self.train_cfg
+        grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm) if t.max_grad_norm > 0 else None
+        self.optimizer.step()
+        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        return None if grad_norm is None else float(grad_norm)
+
+    def _skip_step(self, batch: dict[str, torch.Tensor]) -> None:
+        """Skip a step with a non-finite loss while --skip_nan_steps lasts; otherwise save the batch and stop."""
+        discard_gradients(self.accelerator, self.model, self.optimizer)
         self.state.skipped_nan_steps += 1
         if self.state.skipped_nan_steps <= self.train_cfg.skip_nan_steps:
             logger.warning(f"non-finite loss at step {self.state.step + 1}: step skipped")
@@ -420,141 +306,128 @@ class Pretrainer:
             "checkpoint is intact: lower --learning_rate, or pass --skip_nan_steps N to skip such steps"
         )
 
-    def _train_step(self, micro_batches: list[dict[str, torch.Tensor]], sums: torch.Tensor) -> tuple[bool, Any]:
-        """One optimizer step over the micro-batches; adds loss parts and real tokens to `sums`.
+    def _due(self, every: int) -> bool:
+        return every > 0 and (self.state.step % every == 0 or self.state.step == self.train_cfg.max_steps)
 
-        Returns whether the step was taken (False: skipped for a non-finite loss) and the gradient norm.
-        """
-        acc, device = self.accelerator, self.accelerator.device
-        finite = True
-        for batch in micro_batches:
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with acc.accumulate(self.model):
-                out = self.model(**batch)
-                acc.backward(out["loss"])
-            loss = out["loss"].detach().double().cpu()
-            # on CPU this sync is free; on GPU one per step is small next to a BERT step
-            finite = finite and bool(torch.isfinite(loss))
-            nsp = out["nsp_loss"].detach().double().cpu() if "nsp_loss" in out else torch.zeros((), dtype=torch.float64)
-            tokens = batch["attention_mask"].sum().double().cpu()
-            sums += torch.stack([loss, out["mlm_loss"].detach().double().cpu(), nsp, tokens, torch.ones_like(loss)])
-            self.pending_tokens += tokens
-        if not self._all_ranks_agree(finite):
-            self._nonfinite(micro_batches[-1])
-            return False, None
-        grad_norm = None
-        if self.train_cfg.max_grad_norm > 0:
-            grad_norm = acc.clip_grad_norm_(self.model.parameters(), self.train_cfg.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return True, grad_norm
+    def _out_of_time(self) -> bool:
+        budget = self.train_cfg.max_train_time
+        return budget > 0 and self._elapsed() >= budget
 
-    def _all_ranks_agree(self, flag: bool) -> bool:
-        if self.accelerator.num_processes == 1:
-            return flag
-        return bool(self.accelerator.reduce(torch.tensor(float(flag), device=self.accelerator.device), "min") > 0)
+    def _elapsed(self) -> float:
+        return self.state.elapsed_seconds + time.perf_counter() - self._clock
 
-    def _any_rank(self, flag: bool) -> bool:
-        return not self._all_ranks_agree(not flag)
+    # ---- before and after the loop ----------------------------------------------------------------------------
+    def _start(self) -> MetricsLog:
+        """Clear or resume the output_dir, load the held-out batches, print the banner."""
+        acc, t = self.accelerator, self.train_cfg
+        if acc.is_main_process:
+            if t.overwrite_output_dir:
+                ckpt.clear_previous_run(self.output_dir)
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.remove_stale_temp_dirs(self.output_dir)
+        acc.wait_for_everyone()
+        acc.init_trackers("pretrain", config={k: str(v) for k, v in vars(t).items()})
+        if self.resume_dir is not None:
+            self._resume(self.resume_dir)
+        if t.eval_steps > 0:
+            self.eval_batches = held_out_batches(
+                self.corpus_cfg, self.data_cfg, self.tokenizer, t.seed, t.per_device_eval_batch_size
+            )
+        self._banner()
+        return MetricsLog(acc, self.output_dir, self.state.step, run_info={"mixed_precision": acc.mixed_precision})
+
+    def _finish(self) -> None:
+        self._save_checkpoint()
+        self.save_model(self.output_dir)
+        if self.pusher and self.accelerator.is_main_process:
+            card = pretraining_card(self.output_dir, self.pusher.repo_id)
+            self.pusher.push_final(self.output_dir, card, self.state.step)
+        self.accelerator.end_training()
+
+    def _banner(self) -> None:
+        t, d, acc = self.train_cfg, self.data_cfg, self.accelerator
+        global_batch = t.per_device_train_batch_size * acc.num_processes * t.gradient_accumulation_steps
+        logger.info(
+            f"{count_parameters(self.bert) / 1e6:.1f}M params | {acc.num_processes} process(es), "
+            f"{acc.distributed_type} | global batch {global_batch} seqs = "
+            f"{global_batch * d.max_seq_length:,} tokens/step at length {d.max_seq_length} | "
+            f"{t.max_steps} steps, warmup {warmup_steps(t)}, peak lr {t.learning_rate:g} | "
+            f"mixed precision {acc.mixed_precision}"
+        )
+
+    def _train_record(self, window: LogWindow, grad_norm: float | None, bar: tqdm) -> dict[str, Any]:
+        means, tokens_per_second, data_wait = window.flush(self.accelerator)
+        self._count_tokens()
+        record = {
+            "step": self.state.step,
+            "epoch": self.stream.epoch,
+            "loss": means["loss"],
+            "mlm_loss": means["mlm_loss"],
+            **({} if self.data_cfg.no_nsp else {"nsp_loss": means["nsp_loss"]}),
+            "learning_rate": self.scheduler.get_last_lr()[0],
+            "tokens_per_second": tokens_per_second,
+            "tokens_seen": self.state.tokens_seen,
+            # this rank's time blocked on the data pipeline: above a few percent, training is starved
+            "data_wait_fraction": data_wait,
+            **({} if grad_norm is None else {"grad_norm": grad_norm}),
+        }
+        bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tokens_per_second:,.0f}")
+        return record
 
     def _count_tokens(self) -> None:
         """Add the real tokens all ranks processed since the last call to tokens_seen."""
         self.state.tokens_seen += int(self.accelerator.reduce(self.pending_tokens.to(self.accelerator.device)).item())
         self.pending_tokens.zero_()
 
-    def _elapsed(self) -> float:
-        return self.state.elapsed_seconds + time.perf_counter() - self._clock
-
-    def _log_step(
-        self, sums: torch.Tensor, grad_norm: Any, seconds: float, data_wait: float, bar: tqdm
-    ) -> dict[str, Any]:
-        totals = self.accelerator.reduce(sums.to(self.accelerator.device), "sum").cpu()
-        loss, mlm, nsp, tokens, micro = totals.tolist()
-        self._count_tokens()
-        record = {
-            "step": self.state.step,
-            "epoch": self.state.epoch,
-            "loss": loss / micro,
-            "mlm_loss": mlm / micro,
-            "learning_rate": self.scheduler.get_last_lr()[0],
-            "tokens_per_second": tokens / max(seconds, 1e-9),
-            "tokens_seen": self.state.tokens_seen,
-            # this rank's time blocked on the data pipeline: above a few percent, training is starved
-            "data_wait_fraction": data_wait / max(seconds, 1e-9),
-        }
-        if not self.data_cfg.no_nsp:
-            record["nsp_loss"] = nsp / micro
-        if grad_norm is not None:
-            record["grad_norm"] = float(grad_norm)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_second']:,.0f}")
-        return record
-
-    def _should_stop(self, exhausted: bool, stop: StopRequest) -> bool:
-        budget = self.train_cfg.max_train_time
-        out_of_time = budget > 0 and self._elapsed() >= budget
-        return self._any_rank(exhausted or out_of_time or stop.requested)
-
-    def _next_micro_batches(self, batches: Iterator) -> list[dict[str, torch.Tensor]] | None:
-        group = [next(batches, None) for _ in range(self.train_cfg.gradient_accumulation_steps)]
-        return None if any(b is None for b in group) else group
-
-    def run(self) -> dict[str, float]:
-        t, acc = self.train_cfg, self.accelerator
-        if acc.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.remove_stale_temp_dirs(self.output_dir)
-        acc.init_trackers("pretrain", config={k: str(v) for k, v in vars(t).items()})
-        if self.resume_dir is not None:
-            self.load_checkpoint(self.resume_dir)
-        if t.eval_steps > 0:
-            self.eval_batches = self._load_eval_batches()
-        self._banner()
-        stop = StopRequest()
-        batches = self._micro_batches()
-        sums = torch.zeros(5, dtype=torch.float64)
-        bar = tqdm(total=t.max_steps, initial=self.state.step, disable=not acc.is_local_main_process, unit="step")
-        self._clock = window_start = time.perf_counter()
-        data_wait = 0.0
-        eval_metrics: dict[str, float] = {}
-        self.model.train()
-        while self.state.step < t.max_steps:
-            asked = time.perf_counter()
-            micro_batches = self._next_micro_batches(batches)
-            data_wait += time.perf_counter() - asked
-            if self._should_stop(micro_batches is None, stop):
-                break
-            stepped, grad_norm = self._train_step(micro_batches, sums)
-            if not stepped:
-                continue
-            self.state.step += 1
-            bar.update(1)
-            record: dict[str, Any] = {}
-            if self.state.step % t.logging_steps == 0 or self.state.step == t.max_steps:
-                record = self._log_step(sums, grad_norm, time.perf_counter() - window_start, data_wait, bar)
-                sums.zero_()
-                data_wait, window_start = 0.0, time.perf_counter()
-            if t.eval_steps > 0 and (self.state.step % t.eval_steps == 0 or self.state.step == t.max_steps):
-                eval_metrics = self.evaluate()
-                record = {"step": self.state.step, **record, **eval_metrics}
-            if record:
-                self._write_metrics(record)
-            if t.save_steps > 0 and self.state.step % t.save_steps == 0:
-                self._checkpoint_now()
-        bar.close()
-        self._checkpoint_now()
-        self.save_model(self.output_dir)
-        if self.pusher and acc.is_main_process:
-            card = pretraining_card(self.output_dir, self.pusher.repo_id)
-            self.pusher.push_final(self.output_dir, card, self.state.step)
-        acc.end_training()
-        return eval_metrics
-
-    def _checkpoint_now(self) -> None:
-        if ckpt.final_checkpoint_dir(self.output_dir, self.state.step).exists():
+    # ---- checkpoints ------------------------------------------------------------------------------------------
+    def _save_checkpoint(self) -> None:
+        # decided from the step, the same on every rank: a look at the disk could differ between nodes and hang
+        if self.state.step == self.last_saved_step:
             return
+        acc = self.accelerator
         self._count_tokens()
         now = time.perf_counter()
         self.state.elapsed_seconds += now - self._clock
         self._clock = now
-        self.save_checkpoint()
+        self.state.epoch = self.stream.epoch
+        state_dir = Path(ckpt.STATE_DIR)
+        states = {ckpt.data_state_path(state_dir, acc.process_index).name: self.stream.state_dict()}
+        if acc.is_main_process:
+            states[ckpt.SCHEDULER_STATE] = self.scheduler.state_dict()
+        final = ckpt.save_checkpoint(acc, self.output_dir, self.state.step, vars(self.state), states, self.save_model)
+        self.last_saved_step = self.state.step
+        if acc.is_main_process:
+            ckpt.rotate_checkpoints(self.output_dir, self.train_cfg.save_total_limit)
+            if self.pusher:
+                self.pusher.push_checkpoint(final, self.state.step)
+        logger.info(f"saved {final}")
+
+    def save_model(self, directory: Path) -> None:
+        """save_pretrained form: config, safetensors weights (gathered under ZeRO-3/FSDP), tokenizer, run config."""
+        acc = self.accelerator
+        state_dict = acc.get_state_dict(self.model)
+        if acc.is_main_process:
+            weights = {k.removeprefix("model."): v for k, v in state_dict.items()}
+            acc.unwrap_model(self.model).model.save_pretrained(directory, state_dict=weights, safe_serialization=True)
+            self.tokenizer.save_pretrained(directory)
+            configs = (self.corpus_cfg, self.data_cfg, self.model_cfg, self.train_cfg)
+            save_config(directory / "training_args.yaml", *configs)
+
+    def _resume(self, path: Path) -> None:
+        acc = self.accelerator
+        ckpt.load_accelerate_state(acc, path)
+        state_dir = path / ckpt.STATE_DIR
+        self.scheduler.load_state_dict(ckpt.read_json(state_dir / ckpt.SCHEDULER_STATE))
+        saved = ckpt.read_json(state_dir / ckpt.TRAINER_STATE)
+        self.state = TrainerState(**{**saved, "world_size": acc.num_processes})
+        self.last_saved_step = self.state.step
+        if saved.get("world_size", 1) == acc.num_processes:
+            self.stream.load_state_dict(ckpt.read_json(ckpt.data_state_path(state_dir, acc.process_index)))
+        else:
+            # stream positions are per rank; with another rank count the shards differ, so start a fresh epoch
+            logger.warning(
+                f"checkpoint was written by {saved.get('world_size')} processes, resuming with {acc.num_processes}: "
+                "the data stream restarts with the next epoch's pairings"
+            )
+            self.stream.epoch = self.state.epoch + 1
+        logger.info(f"resumed from {path} at step {self.state.step}")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils.constants import OPTIMIZER_NAME, RNG_STATE_NAME
 
 from bert_recipes.config import parse_config
 from bert_recipes.corpus import CorpusConfig
@@ -114,7 +115,33 @@ def test_nothing_trusts_remote_code_unless_asked():
                 assert "trust_remote_code=True" not in line, f"{path}: {line.strip()}"
 
 
-def test_checkpoints_load_weights_only(checkpointed_run):
+class RunsCodeWhenUnpickled:
+    """What a tampered checkpoint can hold: unpickling it calls a function of the author's choice (here: creates
+    `marker`)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple:
+        return open, (self.marker, "w")
+
+
+# the LR schedule and data positions are JSON; these are the pickles accelerate writes
+PICKLED_STATE = [f"{OPTIMIZER_NAME}.bin", f"{RNG_STATE_NAME}_0.pkl"]
+
+
+def test_every_pickled_file_of_a_checkpoint_is_planted_below(checkpointed_run):
     state = checkpointed_run / "checkpoint-4" / "training_state"
-    assert (state / "model.safetensors").is_file()
-    torch.load(state / "optimizer.bin", weights_only=True)
+    pickled = {p.name for p in state.iterdir() if p.suffix not in (".safetensors", ".json")}
+    assert pickled == set(PICKLED_STATE)
+
+
+@pytest.mark.parametrize("name", PICKLED_STATE)
+def test_resume_never_runs_code_planted_in_a_checkpoint(name, checkpointed_run, tokenizer_dir, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(checkpointed_run / "checkpoint-4", out / "checkpoint-4")
+    marker = tmp_path / "planted-code-ran"
+    torch.save(RunsCodeWhenUnpickled(marker), out / "checkpoint-4" / "training_state" / name)
+    result = run_cli(*tiny_args(tokenizer_dir, out, "--max_steps", "6", "--resume_from_checkpoint", "latest"))
+    assert not marker.exists(), "resuming ran code planted in the checkpoint"
+    assert_one_clear_line(result, "checkpoint-4")

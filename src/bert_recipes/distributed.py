@@ -1,0 +1,116 @@
+"""What Accelerate, DeepSpeed and FSDP need to be told, kept out of the training loop.
+
+- CPU process groups: a multi-GPU launch on a CPU-only machine runs gloo DDP only with `cpu=True`; DeepSpeed
+  brings its own CPU accelerator, is turned off by that flag, and needs the gloo backend named.
+- DeepSpeed's "auto" values are filled from a prepared DataLoader, and ours is not prepared.
+- Accelerate silently trains plain DDP when FSDP is asked for on CPUs.
+- Under DeepSpeed, `accelerator.backward` also steps the optimizer, so a step is skipped by not calling it, and
+  the engine's own gradient buffers are the ones to clear.
+- Mixed precision: bf16 wherever the hardware runs it natively, CPUs included (oneDNN on AVX512-BF16/AMX).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, InitProcessGroupKwargs
+
+from bert_recipes.errors import UsageError
+
+logger = get_logger(__name__)
+
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+def launched_with_deepspeed() -> bool:
+    """`accelerate launch` tells its workers about DeepSpeed through this variable."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+def bf16_supported() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    # without AVX512-BF16 or AMX, oneDNN emulates bf16 and autocast is slower than fp32
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def resolve_mixed_precision(requested: str) -> str:
+    """`auto`: the Accelerate config's value when launched with one, else bf16 where the hardware has it."""
+    from_config = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    precision = requested if requested != "auto" else from_config or ("bf16" if bf16_supported() else "no")
+    if precision not in PRECISIONS:
+        raise UsageError(f"--mixed_precision {requested} is not one of auto, {', '.join(PRECISIONS)}")
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise UsageError("--mixed_precision fp16 needs a CUDA GPU (fp16 on CPUs has no loss scaling): use bf16 or no")
+    if precision == "bf16" and not bf16_supported():
+        logger.warning("bf16 was asked for but this hardware emulates it (slower than fp32): --mixed_precision no")
+    return precision
+
+
+def make_accelerator(
+    gradient_accumulation_steps: int,
+    report_to: str,
+    project_dir: str,
+    find_unused_parameters: bool,
+    mixed_precision: str = "auto",
+    torch_compile: bool = False,
+) -> Accelerator:
+    """An Accelerator that runs the launch it was given on GPUs or, with no GPU, on CPU processes over gloo."""
+    on_cpu = not torch.cuda.is_available()
+    deepspeed = launched_with_deepspeed()
+    handlers: list[Any] = []
+    if on_cpu and deepspeed:
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    if find_unused_parameters:
+        handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
+    accelerator = Accelerator(
+        cpu=on_cpu and not deepspeed,
+        mixed_precision=resolve_mixed_precision(mixed_precision),
+        dynamo_backend="inductor" if torch_compile else None,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        log_with=None if report_to == "none" else report_to,
+        project_dir=project_dir,
+        kwargs_handlers=handlers,
+    )
+    check_sharding_applied(accelerator)
+    return accelerator
+
+
+def check_sharding_applied(accelerator: Accelerator) -> None:
+    fsdp_requested = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp_requested and accelerator.distributed_type != DistributedType.FSDP:
+        raise UsageError(
+            f"FSDP was requested but Accelerate runs {accelerator.distributed_type} here: it applies FSDP on GPUs "
+            "only; on CPUs use accelerate_configs/multi_cpu.yaml or a DeepSpeed config"
+        )
+
+
+def fill_deepspeed_auto_values(accelerator: Accelerator, micro_batch_size: int, max_grad_norm: float) -> None:
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None:
+        return
+    config = plugin.deepspeed_config
+    if config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+        config["train_micro_batch_size_per_gpu"] = micro_batch_size
+    if config.get("gradient_clipping", "auto") == "auto":
+        config["gradient_clipping"] = max_grad_norm
+
+
+def any_rank(accelerator: Accelerator, flag: bool) -> bool:
+    """True on every rank when `flag` is true on at least one: every rank takes the same branch after it."""
+    if flag:
+        accelerator.set_trigger()
+    return accelerator.check_trigger()
+
+
+def discard_gradients(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Drop the gradients of a step that will not be taken."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # accelerate's optimizer wrapper ignores zero_grad under DeepSpeed: the engine owns the buffers
+        model.optimizer.zero_grad()
+    else:
+        optimizer.zero_grad(set_to_none=True)
