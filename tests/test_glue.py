@@ -435,6 +435,7 @@ BAD_INPUTS = {
         ["--metric_for_best_model", "f1"],
         "--metric_for_best_model 'f1' is not a rte metric (accuracy)",
     ),
+    "no_model": ([], "no checkpoint given: pass --model_name_or_path"),
     "push_several_tasks": (["--push_to_hub", "true", "--task_name", "rte,mrpc"], "pushes one fine-tuned model"),
     "hub_retries": (["--push_to_hub", "true", "--hub_model_id", "a/b", "--hub_retries", "0"], "--hub_retries 0"),
     "checkpoint_for_several_runs": (
@@ -449,7 +450,8 @@ def test_bad_input_gives_one_line_and_exit_2(case, glue_dir, tiny_bert_dir, tmp_
     extra, expected = BAD_INPUTS[case]
     data_dir = break_data(glue_dir, tmp_path, case) if case in BROKEN_DATA else glue_dir
     model = shrink_vocab(tiny_bert_dir, tmp_path) if case == "vocab_mismatch" else tiny_bert_dir
-    args = ["--model_name_or_path", str(model), "--task_name", "rte", "--output_dir", str(tmp_path / "out")]
+    args = [] if case == "no_model" else ["--model_name_or_path", str(model)]
+    args += ["--task_name", "rte", "--output_dir", str(tmp_path / "out")]
     args += ["--max_steps", "1"] + (["--data_dir", str(data_dir)] if "--train_file" not in extra else []) + extra
     main = runpy.run_path(str(FINETUNE))["main"]
     with pytest.raises(SystemExit) as exit_info:

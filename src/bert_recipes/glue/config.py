@@ -51,8 +51,8 @@ class TaskConfig:
 
 @dataclass
 class CheckpointConfig:
-    model_name_or_path: str = field(
-        default="runs/demo/bert", metadata={"help": "Pretraining output dir, a checkpoint-STEP dir or a Hub id."}
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Pretraining output dir, a checkpoint-STEP dir or a Hub id (required)."}
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with the checkpoint."})
 
@@ -174,6 +174,8 @@ def seeds(config: GlueConfig) -> list[int]:
 
 def check_settings(config: GlueConfig) -> None:
     task, training = config.task, config.training
+    if not config.model.model_name_or_path:
+        raise UsageError("no checkpoint given: pass --model_name_or_path (a pretraining output dir or a Hub id)")
     if training.warmup_steps < 0:
         raise UsageError(f"--warmup_steps {training.warmup_steps} must be >= 0 (below 1: a fraction of training)")
     if task.max_seq_length < 8:
