@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from accelerate.state import AcceleratorState, GradientState
-from transformers import BertForPreTraining
+from transformers import BertForPreTraining, TrainingArguments
 
 from bert_recipes.config import parse_config, save_config
 from bert_recipes.corpus import CorpusConfig
@@ -124,3 +124,43 @@ def test_bert_base_config_without_a_corpus_is_refused_before_a_model_is_built(to
         Pretrainer(*configs)
     assert f"error: {err.value}" == NO_CORPUS
     assert not (tmp_path / "run").exists()
+
+
+@dataclass
+class PaperArguments(TrainingArguments):
+    learning_rate: float = field(default=2.0e-5, metadata={"help": "lr"})
+
+
+def test_training_arguments_take_yaml_then_command_line_over_their_defaults(tmp_path):
+    path = write(tmp_path, "learning_rate: 3.0e-5\nmax_steps: 50\nlr_scheduler_kwargs: {power: 2.0}\nreport_to: []\n")
+    (args,) = parse_config([PaperArguments], ["--config", path, "--max_steps", "7", "--use_cpu", "true"])
+    assert (args.learning_rate, args.max_steps, args.use_cpu, args.report_to) == (3.0e-5, 7, True, [])
+    assert args.lr_scheduler_kwargs == {"power": 2.0}
+    (default,) = parse_config([PaperArguments], [])
+    assert default.learning_rate == 2.0e-5 and default.per_device_train_batch_size == 8
+
+
+def test_saved_training_arguments_read_back_identically(tmp_path):
+    overrides = ["--eval_strategy", "steps", "--eval_steps", "5", "--hub_token", "secret", "--output_dir", "out"]
+    (args,) = parse_config([PaperArguments], [*overrides, "--lr_scheduler_kwargs", '{"power": 2.0}'])
+    save_config(tmp_path / "saved.yaml", args)
+    assert "secret" not in (tmp_path / "saved.yaml").read_text()
+    (again,) = parse_config([PaperArguments], ["--config", str(tmp_path / "saved.yaml")])
+    assert {**again.to_dict(), "hub_token": "<HUB_TOKEN>"} == args.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--lerning_rate", "1"], "unknown key 'lerning_rate' (did you mean 'learning_rate'?); --help lists them all"),
+        (["--warmup_ratio", "0.1"], "command line: 'warmup_ratio' is now spelled 'warmup_steps' (--help describes it)"),
+        (
+            ["--load_best_model_at_end", "true", "--eval_strategy", "steps", "--save_strategy", "epoch"],
+            "--load_best_model_at_end requires the save and eval strategy to match",
+        ),
+    ],
+)
+def test_training_argument_errors_are_one_line_usage_errors(argv, message):
+    with pytest.raises(UsageError) as err:
+        parse_config([PaperArguments], argv, renamed={"warmup_ratio": "warmup_steps"})
+    assert message in str(err.value) and "\n" not in str(err.value)

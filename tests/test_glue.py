@@ -5,10 +5,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
+import re
 import runpy
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import datasets
@@ -16,32 +21,42 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
 from bert_recipes.config import parse_config
 from bert_recipes.errors import UsageError, run_cli
 from bert_recipes.glue import (
-    HUB_DATASET,
+    GLUE_ARGUMENTS,
+    RENAMED_FLAGS,
     TASKS,
+    CheckpointConfig,
     GlueConfig,
+    GlueTrainingArguments,
+    TaskConfig,
     glue_score,
-    load_checked_tokenizer,
-    load_glue_dir,
-    load_hub,
-    load_model,
-    load_task_data,
     majority_baseline,
-    predict,
-    prediction_trainer,
+    results_markdown,
     run_glue,
-    tasks_to_run,
-    tokenize,
 )
+from bert_recipes.glue.data import HUB_DATASET, load_glue_dir, load_hub, load_task_data, tasks_to_run, tokenize
+from bert_recipes.glue.finetune import load_checked_tokenizer, load_model, predict, prediction_trainer
+from bert_recipes.glue.report import task_score
 from tests.conftest import GLUE_SAMPLES, REPO_ROOT
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "glue"
 FINETUNE = REPO_ROOT / "recipes" / "finetune_glue.py"
 EVAL_ROWS = 40
+# tiny models on a shared 2-core machine: two threads spin-wait on each other (40 steps took 1.7 s on one thread,
+# 37.7 s on two, with other jobs running)
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +72,9 @@ def make_config(model: Path, data_dir: Path | None, out: Path, **overrides) -> G
     values = dict(
         model_name_or_path=str(model), data_dir=str(data_dir) if data_dir else None, output_dir=str(out),
         max_steps=3, max_seq_length=64, per_device_train_batch_size=8, max_eval_samples=EVAL_ROWS, logging_steps=1,
+        disable_tqdm=True,
     )  # fmt: skip
-    return GlueConfig(**{**values, **overrides})
+    return GlueConfig.from_values(**{**values, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +97,12 @@ def expected_metric_names(task: str) -> set[str]:
 def test_every_task_runs_end_to_end_with_its_official_metrics(all_tasks):
     out, results = all_tasks
     assert list(results) == list(TASKS)
-    for task, metrics in results.items():
-        assert set(metrics) == expected_metric_names(task)
-        assert json.loads((out / task / "eval_results.json").read_text()) == metrics
+    for task, result in results.items():
+        assert set(result.median) == expected_metric_names(task)
+        assert json.loads((out / task / "eval_results.json").read_text()) == result.median
         assert (out / task / "model.safetensors").is_file() and (out / task / "tokenizer.json").is_file()
         saved = yaml.safe_load((out / task / "finetune_args.yaml").read_text())
-        assert saved["task_name"] == task and saved["max_steps"] == 3
+        assert saved["task_name"] == task and saved["max_steps"] == 3 and saved["warmup_steps"] == 0.1
 
 
 def test_mnli_reports_matched_and_mismatched_from_both_dev_files(all_tasks, glue_dir):
@@ -96,14 +112,14 @@ def test_mnli_reports_matched_and_mismatched_from_both_dev_files(all_tasks, glue
         gold = [row[-1] for row in tsv_rows(glue_dir / "MNLI" / f"{file}.tsv")[1:]]
         assert [row[2] for row in rows] == gold  # both dev sets, whole and in file order
         accuracy = sum(row[1] == row[2] for row in rows) / len(rows)
-        assert results["mnli"][f"accuracy{suffix}"] == pytest.approx(accuracy)
+        assert results["mnli"].median[f"accuracy{suffix}"] == pytest.approx(accuracy)
 
 
 def test_stsb_is_a_regression_with_clipped_float_predictions(all_tasks, glue_dir):
     out, results = all_tasks
     config = AutoModelForSequenceClassification.from_pretrained(out / "stsb").config
     assert config.num_labels == 1 and config.problem_type == "regression"
-    assert set(results["stsb"]) == {"pearson", "spearmanr"}
+    assert set(results["stsb"].median) == {"pearson", "spearmanr"}
     written = tsv_rows(out / "stsb" / "dev_predictions.tsv")[1:]
     gold = [row[9] for row in tsv_rows(glue_dir / "STS-B" / "dev.tsv")[1 : EVAL_ROWS + 1]]
     assert [int(row[0]) for row in written] == list(range(EVAL_ROWS))
@@ -116,9 +132,9 @@ def test_predictions_come_back_in_dataset_order(all_tasks, glue_dir):
     config = make_config(out / "stsb", glue_dir, out, task_name="stsb")
     model = AutoModelForSequenceClassification.from_pretrained(out / "stsb").eval()
     tokenizer = AutoTokenizer.from_pretrained(out / "stsb")
-    data = load_task_data(config, "stsb")
-    dev = tokenize(data, tokenizer, config.max_seq_length)["validation"]
-    got = predict(prediction_trainer(model, config, tokenizer), dev, TASKS["stsb"])
+    data = load_task_data(config.task, "stsb")
+    dev = tokenize(data, tokenizer, config.task.max_seq_length)["validation"]
+    got = predict(prediction_trainer(model, config.training, tokenizer), dev, TASKS["stsb"])
     pairs = zip(data["validation"]["text_a"], data["validation"]["text_b"], strict=True)
     with torch.no_grad():
         one_by_one = [model(**tokenizer(a, b, return_tensors="pt")).logits.item() for a, b in pairs]
@@ -152,21 +168,121 @@ def test_submission_files_follow_the_leaderboard_format(all_tasks, glue_dir):
 
 def test_all_tasks_writes_the_results_table_and_json(all_tasks):
     out, results = all_tasks
+    medians = {task: result.median for task, result in results.items()}
     table = (out / "glue_results.md").read_text()
     assert all(f"| {task} |" in table for task in TASKS)
-    assert "| MNLI-m | MNLI-mm |" in table and f"{glue_score(results):.2f} |" in table
+    assert "| MNLI-m | MNLI-mm |" in table and f"{glue_score(medians):.2f} |" in table
     summary = json.loads((out / "glue_results.json").read_text())
-    assert summary["tasks"] == results and summary["glue_score"] == pytest.approx(glue_score(results))
+    assert summary["tasks"] == medians and summary["glue_score"] == pytest.approx(glue_score(medians))
+    assert summary["runs"]["rte"]["runs"] == [{"learning_rate": 2e-5, "seed": 42, "metrics": medians["rte"],
+                                               "resumed_from": None}]  # fmt: skip
 
 
-def test_learning_rate_sweep_keeps_the_best_on_dev(tiny_bert_dir, glue_dir, tmp_path):
-    config = make_config(tiny_bert_dir, glue_dir, tmp_path, task_name="mrpc", learning_rates="1e-5,5e-3")
-    results = run_glue(config)
-    sweep = json.loads((tmp_path / "mrpc" / "learning_rate_sweep.json").read_text())
-    assert set(sweep) == {"1e-05", "0.005"}
-    best = max(sweep, key=lambda rate: sum(sweep[rate].values()))
-    assert results["mrpc"] == sweep[best]
-    assert yaml.safe_load((tmp_path / "mrpc" / "finetune_args.yaml").read_text())["learning_rate"] == float(best)
+@pytest.fixture(scope="module")
+def seed_sweep(tiny_bert_dir, glue_dir, tmp_path_factory) -> tuple[Path, dict]:
+    """STS-B (continuous scores: every seed lands elsewhere) with two learning rates and three seeds each."""
+    out = tmp_path_factory.mktemp("glue-seeds")
+    config = make_config(tiny_bert_dir, glue_dir, out, task_name="stsb", learning_rates="1e-5,5e-3", seeds="1,2,3")
+    return out, run_glue(config)["stsb"]
+
+
+def test_three_seeds_report_the_median_and_range_of_the_recorded_scores(seed_sweep):
+    out, result = seed_sweep
+    recorded = json.loads((out / "stsb" / "runs.json").read_text())
+    chosen = [run for run in recorded["runs"] if run["learning_rate"] == result.learning_rate]
+    assert sorted(run["seed"] for run in chosen) == [1, 2, 3] and len(recorded["runs"]) == 6
+    for metric in ("pearson", "spearmanr"):
+        scores = sorted(run["metrics"][metric] for run in chosen)
+        assert scores[0] < scores[1] < scores[2]  # the seeds really differ, so the median is a real choice
+        assert result.median[metric] == scores[1] == recorded["median"][metric]
+        assert (result.low[metric], result.high[metric]) == (scores[0], scores[2])
+    assert json.loads((out / "stsb" / "eval_results.json").read_text()) == result.median
+    row = next(line for line in results_markdown({"stsb": result}).splitlines() if line.startswith("| stsb | pearson"))
+    low, high = 100 * result.low["pearson"], 100 * result.high["pearson"]
+    assert f"pearson {100 * result.median['pearson']:.2f} ({low:.2f}-{high:.2f})" in row
+
+
+def test_the_learning_rate_is_chosen_by_median_score_and_the_median_seeds_model_is_kept(seed_sweep):
+    out, result = seed_sweep
+    medians = {}
+    for rate in (1e-5, 5e-3):
+        scores = [task_score(run.metrics) for run in result.runs if run.learning_rate == rate]
+        medians[rate] = sorted(scores)[1]
+    assert result.learning_rate == max(medians, key=medians.get)
+    kept = next(
+        run for run in result.runs
+        if run.learning_rate == result.learning_rate and task_score(run.metrics) == medians[result.learning_rate]
+    )  # fmt: skip
+    assert result.kept_seed == kept.seed
+    saved = yaml.safe_load((out / "stsb" / "finetune_args.yaml").read_text())
+    assert (saved["learning_rate"], saved["seed"]) == (result.learning_rate, kept.seed)
+    # the task's dev predictions are the kept run's; the runs' own copies of the weights are gone
+    kept_predictions = json.loads((out / "stsb" / "runs" / f"lr{kept.learning_rate:g}-seed{kept.seed}" /
+                                   "predictions.json").read_text())["validation"]  # fmt: skip
+    written = [float(row[1]) for row in tsv_rows(out / "stsb" / "dev_predictions.tsv")[1:]]
+    assert written == pytest.approx([min(5.0, max(0.0, v)) for v in kept_predictions], abs=1e-3)
+    assert not list((out / "stsb" / "runs").glob("*/model.safetensors"))
+
+
+def test_load_best_model_at_end_keeps_the_checkpoint_best_on_the_tasks_main_metric(tiny_bert_dir, glue_dir, tmp_path):
+    # STS-B's main metric is Spearman correlation; at this learning rate it falls after the first evaluation
+    config = make_config(
+        tiny_bert_dir, glue_dir, tmp_path, task_name="stsb", max_steps=8, learning_rate=1e-3, eval_strategy="steps",
+        eval_steps=2, save_steps=2, load_best_model_at_end=True,
+    )  # fmt: skip
+    result = run_glue(config)["stsb"]
+    state = json.loads((tmp_path / "stsb" / "runs" / "lr0.001-seed42" / "trainer_state.json").read_text())
+    evaluations = {entry["step"]: entry for entry in state["log_history"] if "eval_spearmanr" in entry}
+    assert sorted(evaluations) == [2, 4, 6, 8]
+    best_step = max(evaluations, key=lambda step: evaluations[step]["eval_spearmanr"])
+    assert best_step != 8 and state["best_metric"] == evaluations[best_step]["eval_spearmanr"]
+    assert state["best_model_checkpoint"].endswith(f"checkpoint-{best_step}")
+    # the kept model is that checkpoint's, not the last step's: its dev numbers are the ones measured at best_step
+    assert result.median["spearmanr"] == pytest.approx(evaluations[best_step]["eval_spearmanr"], abs=1e-9)
+    assert result.median["pearson"] == pytest.approx(evaluations[best_step]["eval_pearson"], abs=1e-9)
+    assert result.median["pearson"] != pytest.approx(evaluations[8]["eval_pearson"], abs=1e-3)
+
+
+def finetune_args(model: Path, data_dir: Path, out: Path) -> list[str]:
+    return [
+        "--model_name_or_path", str(model), "--data_dir", str(data_dir), "--output_dir", str(out),
+        "--task_name", "rte,mrpc", "--max_steps", "60", "--save_steps", "5", "--max_seq_length", "64",
+        "--per_device_train_batch_size", "8", "--max_eval_samples", str(EVAL_ROWS), "--disable_tqdm", "true",
+    ]  # fmt: skip
+
+
+def test_a_killed_two_task_run_resumes_without_redoing_the_finished_task(tiny_bert_dir, glue_dir, tmp_path):
+    out = tmp_path / "out"
+    args = finetune_args(tiny_bert_dir, glue_dir, out)
+    process = subprocess.Popen(
+        [sys.executable, str(FINETUNE), *args],
+        cwd=REPO_ROOT,
+        env=ONE_THREAD,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    killed_run = out / "mrpc" / "runs" / "lr2e-05-seed42"
+    deadline = time.monotonic() + 300
+    while not (killed_run / "checkpoint-10" / "trainer_state.json").is_file():
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed_run / "run_results.json").exists(), "killed too late: mrpc had finished"
+    checkpoints = [
+        int(p.name.split("-")[1]) for p in killed_run.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
+    ]
+    finished = {path: path.stat().st_mtime_ns for path in (out / "rte").rglob("*") if path.is_file()}
+    assert out / "rte" / "runs.json" in finished
+
+    run_cli(runpy.run_path(str(FINETUNE))["main"], [*args, "--resume_from_checkpoint", "true"])
+    assert {path: path.stat().st_mtime_ns for path in (out / "rte").rglob("*") if path.is_file()} == finished
+    record = json.loads((killed_run / "run_results.json").read_text())
+    assert record["resumed_from"] == f"checkpoint-{max(checkpoints)}"
+    # resumed from the checkpoint: the same numbers as a run that was never killed
+    straight = run_glue(make_config(tiny_bert_dir, glue_dir, tmp_path / "straight", task_name="mrpc", max_steps=60))
+    assert record["metrics"] == pytest.approx(straight["mrpc"].median, abs=1e-9)
+    assert json.loads((out / "glue_results.json").read_text())["tasks"]["mrpc"] == record["metrics"]
 
 
 def test_glue_layout_reader_keeps_every_row_and_column(glue_dir):
@@ -183,9 +299,10 @@ def test_glue_layout_reader_keeps_every_row_and_column(glue_dir):
 
 def test_all_with_data_dir_skips_absent_tasks_but_one_task_must_exist(tiny_bert_dir, tmp_path):
     config = make_config(tiny_bert_dir, GLUE_SAMPLES, tmp_path, task_name="all")
-    assert tasks_to_run(config) == ["cola", "sst2", "mrpc", "stsb", "rte", "wnli"]
-    with pytest.raises(Exception, match=r"QQP/train.tsv' is missing"):
-        tasks_to_run(make_config(tiny_bert_dir, GLUE_SAMPLES, tmp_path, task_name="qqp"))
+    assert tasks_to_run(config.task) == ["cola", "sst2", "mrpc", "stsb", "rte", "wnli"]
+    for named in ("qqp", "rte,qqp"):
+        with pytest.raises(UsageError, match=r"QQP/train.tsv' is missing"):
+            tasks_to_run(make_config(tiny_bert_dir, GLUE_SAMPLES, tmp_path, task_name=named).task)
 
 
 def test_majority_baseline_predicts_the_most_frequent_train_label(tiny_bert_dir):
@@ -208,7 +325,7 @@ def test_custom_files_in_csv_and_json_lines(tiny_bert_dir, tmp_path):
     config = make_config(
         tiny_bert_dir, None, tmp_path, task_name="rte", train_file=str(train), validation_file=str(dev)
     )
-    data = load_task_data(config, "rte")
+    data = load_task_data(config.task, "rte")
     assert data["train"]["text_a"] == ["A man, tall.", "A dog."] and data["train"]["label"] == [0, 1]
     assert data["validation"]["text_b"] == ["Two.", "x"] and data["validation"]["label"] == [0, 1]
 
@@ -220,18 +337,52 @@ def test_a_checkpoint_directory_loads_under_a_fresh_seeded_head(tiny_bert_dir, t
     (checkpoint / "training_state" / "optimizer.bin").write_bytes(b"not a model")
     config = make_config(checkpoint, None, tmp_path)
     assert len(load_checked_tokenizer(config)) == 2000
-    first, again = load_model(config, TASKS["mnli"]), load_model(config, TASKS["mnli"])
-    other = load_model(dataclasses.replace(config, seed=7), TASKS["mnli"])
+    first, again = load_model(config.model, TASKS["mnli"], 42), load_model(config.model, TASKS["mnli"], 42)
+    other = load_model(config.model, TASKS["mnli"], 7)
     assert first.classifier.weight.shape == (3, 64) and first.config.id2label[0] == "entailment"
     assert torch.equal(first.classifier.weight, again.classifier.weight)
     assert not torch.equal(first.classifier.weight, other.classifier.weight)
 
 
-def test_glue_yaml_holds_the_bert_paper_defaults():
-    (config,) = parse_config([GlueConfig], ["--config", str(REPO_ROOT / "recipes" / "configs" / "glue.yaml")])
-    assert (config.max_seq_length, config.per_device_train_batch_size, config.num_train_epochs) == (128, 32, 3.0)
-    assert (config.learning_rate, config.warmup_ratio, config.weight_decay) == (2e-5, 0.1, 0.01)
-    assert config == GlueConfig()
+def test_glue_yaml_holds_the_bert_paper_defaults_over_trainings_own():
+    types = [TaskConfig, CheckpointConfig, GlueTrainingArguments]
+    task, model, training = parse_config(types, ["--config", str(REPO_ROOT / "recipes" / "configs" / "glue.yaml")])
+    assert (task.max_seq_length, training.per_device_train_batch_size, training.num_train_epochs) == (128, 32, 3.0)
+    assert (training.learning_rate, training.warmup_steps, training.weight_decay) == (2e-5, 0.1, 0.01)
+    assert (task, model, training.to_dict()) == (TaskConfig(), CheckpointConfig(), GlueTrainingArguments().to_dict())
+    # the same four values are not TrainingArguments' own defaults: the paper's replace them
+    plain = TrainingArguments()
+    assert (plain.per_device_train_batch_size, plain.learning_rate, plain.warmup_steps, plain.weight_decay) == (
+        8, 5e-5, 0, 0.0
+    )  # fmt: skip
+
+
+def test_help_lists_the_recipes_flags_and_every_trainer_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(runpy.run_path(str(FINETUNE))["main"], ["--help"])
+    shown = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    for flag in ("--task_name", "--seeds", "--learning_rates", "--hub_retries", "--max_seq_length"):
+        assert flag in shown
+    trainer_flags = [f"--{f.name}" for f in dataclasses.fields(TrainingArguments)]
+    assert [flag for flag in trainer_flags if flag not in shown] == []
+
+
+def test_the_readme_commands_parse(monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)  # the first command's --config path is relative
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Fine-tune on GLUE") : readme.index("## Push to the Hub")]
+    # a command runs to the first line that does not end in a backslash
+    pattern = r"^(?:accelerate launch|python) recipes/finetune_glue.py.*?(?<!\\)$"
+    commands = [c.replace("\\\n", " ") for c in re.findall(pattern, section, re.M | re.S)]
+    assert len(commands) == 3
+    for command in commands:
+        args = shlex.split(command.split("finetune_glue.py", 1)[1])
+        task, model, training, _ = parse_config(GLUE_ARGUMENTS, args, renamed=RENAMED_FLAGS)
+        assert model.model_name_or_path.startswith("runs/") and training.learning_rate == 2e-5
+    assert (task.seeds, task.learning_rates, training.resume_from_checkpoint) == (
+        "1,2,3,4,5", "2.0e-5,3.0e-5,5.0e-5", "true"
+    )  # fmt: skip
 
 
 def break_data(glue_dir: Path, tmp_path: Path, case: str) -> Path:
@@ -270,6 +421,27 @@ BAD_INPUTS = {
     "vocab_mismatch": ([], "has vocab_size 10 but its tokenizer has 2000 tokens"),
     "custom_files_for_all": (["--task_name", "all", "--train_file", "t.csv", "--validation_file", "d.csv"], "one task"),
     "bad_learning_rates": (["--learning_rates", "2e-5,fast"], "--learning_rates '2e-5,fast' is not a comma list"),
+    "bad_seeds": (["--seeds", "1,2,1"], "--seeds '1,2,1' repeats a value"),
+    "old_warmup_flag": (["--warmup_ratio", "0.1"], "command line: 'warmup_ratio' is now spelled 'warmup_steps'"),
+    "trainer_flag_typo": (
+        ["--eval_strategyy", "steps"],
+        "unknown key 'eval_strategyy' (did you mean 'eval_strategy'?)",
+    ),
+    "best_model_strategies": (
+        ["--load_best_model_at_end", "true", "--eval_strategy", "steps", "--save_strategy", "epoch"],
+        "--load_best_model_at_end requires the save and eval strategy to match",
+    ),
+    "best_metric_of_another_task": (
+        ["--metric_for_best_model", "f1"],
+        "--metric_for_best_model 'f1' is not a rte metric (accuracy)",
+    ),
+    "no_model": ([], "no checkpoint given: pass --model_name_or_path"),
+    "push_several_tasks": (["--push_to_hub", "true", "--task_name", "rte,mrpc"], "pushes one fine-tuned model"),
+    "hub_retries": (["--push_to_hub", "true", "--hub_model_id", "a/b", "--hub_retries", "0"], "--hub_retries 0"),
+    "checkpoint_for_several_runs": (
+        ["--seeds", "1,2", "--resume_from_checkpoint", "."],
+        "names one checkpoint, but this is 2 runs: pass true",
+    ),
 }
 
 
@@ -278,7 +450,8 @@ def test_bad_input_gives_one_line_and_exit_2(case, glue_dir, tiny_bert_dir, tmp_
     extra, expected = BAD_INPUTS[case]
     data_dir = break_data(glue_dir, tmp_path, case) if case in BROKEN_DATA else glue_dir
     model = shrink_vocab(tiny_bert_dir, tmp_path) if case == "vocab_mismatch" else tiny_bert_dir
-    args = ["--model_name_or_path", str(model), "--task_name", "rte", "--output_dir", str(tmp_path / "out")]
+    args = [] if case == "no_model" else ["--model_name_or_path", str(model)]
+    args += ["--task_name", "rte", "--output_dir", str(tmp_path / "out")]
     args += ["--max_steps", "1"] + (["--data_dir", str(data_dir)] if "--train_file" not in extra else []) + extra
     main = runpy.run_path(str(FINETUNE))["main"]
     with pytest.raises(SystemExit) as exit_info:
@@ -293,7 +466,12 @@ def test_the_real_command_line_exits_2_with_one_line(glue_dir, tiny_bert_dir, tm
     args = ["--config", "recipes/configs/glue.yaml", "--model_name_or_path", str(tiny_bert_dir), "--task_name", "rte"]
     args += ["--data_dir", str(data_dir), "--output_dir", str(tmp_path / "out")]
     result = subprocess.run(
-        [sys.executable, str(FINETUNE), *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, str(FINETUNE), *args],
+        cwd=REPO_ROOT,
+        env=ONE_THREAD,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.strip().splitlines() == [f"error: '{data_dir}/RTE/dev.tsv' line 6 has 1 tab-separated "

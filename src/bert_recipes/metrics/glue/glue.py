@@ -2,6 +2,7 @@
 
     evaluate.load("src/bert_recipes/metrics/glue", config_name="mrpc").compute(predictions=[...], references=[...])
 
+Which metrics a task has comes from the task table, `bert_recipes/glue/tasks.py`.
 CoLA (and the diagnostic AX): Matthews correlation. MRPC, QQP: accuracy and F1 of the positive class.
 STS-B: Pearson and Spearman correlation. SST-2, MNLI (matched, mismatched), QNLI, RTE, WNLI: accuracy.
 """
@@ -12,20 +13,7 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score, matthews_corrcoef
 
-METRICS = {
-    "cola": ("matthews_correlation",),
-    "ax": ("matthews_correlation",),
-    "sst2": ("accuracy",),
-    "mrpc": ("accuracy", "f1"),
-    "qqp": ("accuracy", "f1"),
-    "stsb": ("pearson", "spearmanr"),
-    "mnli": ("accuracy",),
-    "mnli_matched": ("accuracy",),
-    "mnli_mismatched": ("accuracy",),
-    "qnli": ("accuracy",),
-    "rte": ("accuracy",),
-    "wnli": ("accuracy",),
-}
+from bert_recipes.glue.tasks import METRIC_CONFIGS, REGRESSION_CONFIGS
 
 _DESCRIPTION = "The official GLUE metric of each task; pass the task as config_name."
 _CITATION = (
@@ -44,9 +32,9 @@ Returns:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS)
 class Glue(evaluate.Metric):
     def _info(self):
-        if self.config_name not in METRICS:
-            raise KeyError(f"unknown GLUE task '{self.config_name}': use one of {', '.join(METRICS)}")
-        kind = "float64" if self.config_name == "stsb" else "int64"
+        if self.config_name not in METRIC_CONFIGS:
+            raise KeyError(f"unknown GLUE task '{self.config_name}': use one of {', '.join(METRIC_CONFIGS)}")
+        kind = "float64" if self.config_name in REGRESSION_CONFIGS else "int64"
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
             citation=_CITATION,
@@ -64,4 +52,4 @@ class Glue(evaluate.Metric):
             "pearson": lambda: pearsonr(predictions, references)[0],
             "spearmanr": lambda: spearmanr(predictions, references)[0],
         }
-        return {name: float(scores[name]()) for name in METRICS[self.config_name]}
+        return {name: float(scores[name]()) for name in METRIC_CONFIGS[self.config_name]}
