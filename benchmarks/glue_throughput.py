@@ -22,7 +22,7 @@ import datasets
 import torch
 from accelerate import PartialState
 from pretrain_throughput import SIZES, VOCAB, StepTimer
-from reporting import machine, print_table, save_json
+from reporting import save_result
 from transformers import (
     AutoTokenizer,
     BertConfig,
@@ -46,7 +46,6 @@ class BenchConfig:
     max_seq_length: int = field(default=128, metadata={"help": "run_glue.py's default, and the paper's."})
     data_dir: str = field(default="data/glue", metadata={"help": "GLUE samples in the original layout."})
     tokenizer: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer directory."})
-    output_json: str = field(default="benchmarks/results/glue_throughput.json", metadata={"help": "Results."})
 
 
 def fresh_model(size: str) -> BertForSequenceClassification:
@@ -122,15 +121,15 @@ def main() -> None:
     for row in rows:
         row["recipe_real_tokens_per_second"] = round(row["recipe_rows_per_second"] * mean_length)
     result = {
-        "machine": f"{machine()}, fp32",
         "train_rows": len(lengths),
         "mean_tokens_per_row": round(mean_length, 1),
         "config": asdict(bench),
         "rows": rows,
     }
-    save_json(bench.output_json, result)
     print(f"SST-2 sample: {len(lengths)} train rows, {mean_length:.1f} tokens per row on average")
-    print_table(
+    save_result(
+        "glue_throughput",
+        result,
         ["size", "run_glue.py rows/s (pad to max)", "run_glue.py --pad_to_max_length False", "recipe rows/s",
          "speedup (vs pad to max / vs dynamic)", "recipe real tokens/s"],
         [

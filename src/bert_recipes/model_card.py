@@ -31,7 +31,7 @@ PRETRAINING_HYPERPARAMETERS = (
 )  # fmt: skip
 FINETUNING_HYPERPARAMETERS = (
     "max_seq_length", "per_device_train_batch_size", "learning_rate", "learning_rates", "num_train_epochs",
-    "max_steps", "warmup_ratio", "weight_decay", "seed",
+    "max_steps", "warmup_steps", "weight_decay", "mixed_precision", "seed", "seeds",
 )  # fmt: skip
 FINAL_METRICS = (
     ("loss", "training loss (MLM + NSP)"), ("mlm_loss", "training MLM loss"), ("nsp_loss", "training NSP loss"),

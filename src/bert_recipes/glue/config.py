@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from transformers import TrainingArguments
 
+from bert_recipes.distributed import resolve_mixed_precision
 from bert_recipes.errors import UsageError
 from bert_recipes.glue.tasks import TASKS
 from bert_recipes.hub import HubConfig
@@ -83,6 +84,13 @@ class GlueTrainingArguments(TrainingArguments):
     # the classifier uses every weight: skip DDP's extra graph walk
     ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "DDP's unused-weight search."})
     dataloader_pin_memory: bool = field(default=torch.cuda.is_available(), metadata={"help": "Pin batch memory."})
+    mixed_precision: str = field(
+        default="auto",
+        metadata={
+            "help": "no, bf16 or fp16 (CUDA only); auto: the Accelerate config's value, else bf16 where the hardware "
+            "runs it natively (recent GPUs, CPUs with AVX512-BF16 or AMX). --bf16 or --fp16 given explicitly win."
+        },
+    )
     metric_for_best_model: str | None = field(
         default=MAIN_METRIC,
         metadata={
@@ -90,6 +98,13 @@ class GlueTrainingArguments(TrainingArguments):
             "(CoLA Matthews corr., MRPC and QQP F1, STS-B Spearman, MNLI matched accuracy, accuracy elsewhere)."
         },
     )
+
+    def __post_init__(self) -> None:
+        if not (self.bf16 or self.fp16):
+            precision = resolve_mixed_precision(self.mixed_precision)
+            self.bf16, self.fp16 = precision == "bf16", precision == "fp16"
+        self.mixed_precision = "bf16" if self.bf16 else "fp16" if self.fp16 else "no"
+        super().__post_init__()
 
 
 @dataclass

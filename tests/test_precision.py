@@ -1,0 +1,49 @@
+"""Mixed precision: bf16 where the hardware runs it natively, the Accelerate config honoured, the command line
+winning, fp16 refused without CUDA; and the precision that ran recorded with the run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from bert_recipes.distributed import bf16_supported, resolve_mixed_precision
+from bert_recipes.errors import UsageError
+from bert_recipes.glue import GlueConfig
+from tests.test_trainer import pretrain_in_process, read_metrics, tiny_args
+
+
+def test_auto_is_bf16_exactly_where_the_hardware_has_it(monkeypatch):
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    assert resolve_mixed_precision("auto") == ("bf16" if bf16_supported() else "no")
+
+
+def test_the_accelerate_config_is_honoured_and_the_command_line_wins(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert resolve_mixed_precision("auto") == "no"
+    assert resolve_mixed_precision("bf16") == "bf16"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is allowed on CUDA")
+def test_fp16_without_cuda_is_one_clear_error():
+    with pytest.raises(UsageError, match="fp16 needs a CUDA GPU"):
+        resolve_mixed_precision("fp16")
+    with pytest.raises(UsageError, match="not one of"):
+        resolve_mixed_precision("fp8")
+
+
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_the_precision_that_ran_is_in_the_first_record_and_the_saved_config(precision, tokenizer_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ("--max_steps", "3", "--save_steps", "0", "--eval_steps", "0", "--mixed_precision", precision)
+    pretrain_in_process(tiny_args(tokenizer_dir, out, *args))
+    records = read_metrics(out)
+    assert records[0]["mixed_precision"] == precision
+    assert all("mixed_precision" not in r for r in records[1:])
+    assert yaml.safe_load((out / "training_args.yaml").read_text())["mixed_precision"] == precision
+
+
+@pytest.mark.parametrize(("asked", "bf16"), [("no", False), ("bf16", True)])
+def test_glue_maps_the_precision_onto_trainer_flags(asked, bf16, tmp_path):
+    config = GlueConfig.from_values(model_name_or_path="m", output_dir=str(tmp_path), mixed_precision=asked)
+    assert (config.training.bf16, config.training.fp16, config.training.mixed_precision) == (bf16, False, asked)
