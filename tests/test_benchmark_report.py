@@ -1,0 +1,43 @@
+"""README's benchmark tables are copies of benchmarks/results/*.json: a number typed by hand, or a result file
+re-run without `benchmarks/report.py`, fails here."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+report = pytest.importorskip("report")
+
+README = REPO_ROOT / "README.md"
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+
+
+def test_readme_tables_are_the_committed_results():
+    text = README.read_text(encoding="utf-8")
+    sections = re.findall(r"<!-- results: ([\w-]+) -->", text)
+    assert sections, "README.md has no results sections"
+    assert sorted(sections) == sorted(p.stem for p in RESULTS.glob("*.json")), "a result is missing or unused"
+    assert report.rewrite(text) == text, "README.md differs from benchmarks/results: run python benchmarks/report.py"
+
+
+def test_every_record_says_how_it_was_made():
+    for path in RESULTS.glob("*.json"):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        assert record["command"].startswith(f"python benchmarks/{path.stem}.py"), path
+        assert {"torch", "transformers"} <= record["versions"].keys(), path
+        assert record["table"]["rows"], path
+
+
+def test_a_hand_edited_number_is_caught():
+    text = README.read_text(encoding="utf-8")
+    name = re.search(r"<!-- results: ([\w-]+) -->", text)[1]
+    cell = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))["table"]["rows"][0][-1]
+    edited = text.replace(f"| {cell} |", "| 1.23 |", 1)
+    assert edited != text
+    assert report.rewrite(edited) != edited
