@@ -3,6 +3,8 @@ winning, fp16 refused without CUDA; and the precision that ran recorded with the
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 import yaml
@@ -10,7 +12,7 @@ import yaml
 from bert_recipes.distributed import bf16_supported, resolve_mixed_precision
 from bert_recipes.errors import UsageError
 from bert_recipes.glue import GlueConfig
-from tests.test_trainer import pretrain_in_process, read_metrics, tiny_args
+from tests.test_trainer import losses_by_step, pretrain_in_process, read_metrics, tiny_args
 
 
 def test_auto_is_bf16_exactly_where_the_hardware_has_it(monkeypatch):
@@ -47,3 +49,15 @@ def test_the_precision_that_ran_is_in_the_first_record_and_the_saved_config(prec
 def test_glue_maps_the_precision_onto_trainer_flags(asked, bf16, tmp_path):
     config = GlueConfig.from_values(model_name_or_path="m", output_dir=str(tmp_path), mixed_precision=asked)
     assert (config.training.bf16, config.training.fp16, config.training.mixed_precision) == (bf16, False, asked)
+
+
+def test_bf16_run_resumes_with_identical_losses(tokenizer_dir, tmp_path):
+    args = ("--max_steps", "8", "--save_steps", "4", "--eval_steps", "0", "--mixed_precision", "bf16")
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    pretrain_in_process(tiny_args(tokenizer_dir, whole, *args))
+    shutil.copytree(whole / "checkpoint-4", resumed / "checkpoint-4")
+    pretrain_in_process(tiny_args(tokenizer_dir, resumed, *args, "--resume_from_checkpoint", "latest"))
+    expected, got = losses_by_step(whole), losses_by_step(resumed)
+    assert sorted(got) == list(range(1, 9))
+    for step in range(5, 9):
+        assert got[step] == pytest.approx(expected[step], abs=1e-6), step

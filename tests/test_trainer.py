@@ -39,7 +39,9 @@ def tiny_args(tokenizer_dir: Path, output_dir: Path, *overrides: str) -> list[st
         "--max_seq_length", "64", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16",
         "--learning_rate", "2.0e-3", "--warmup_steps", "2", "--max_steps", "20", "--logging_steps", "1",
         "--eval_steps", "10", "--save_steps", "10", "--eval_examples", "32", "--report_to", "none",
-        "--seed", "7", "--document_buffer_size", "32", "--eval_every_nth_document", "10", *overrides,
+        "--seed", "7", "--document_buffer_size", "32", "--eval_every_nth_document", "10",
+        # 32 wide, bf16 autocast costs more than it saves; tests/test_precision.py covers bf16
+        "--mixed_precision", "no", *overrides,
     ]  # fmt: skip
 
 
