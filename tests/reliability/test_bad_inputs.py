@@ -62,7 +62,7 @@ def test_unknown_yaml_key_lists_valid_keys_and_the_nearest(tokenizer_dir, tmp_pa
     config = tmp_path / "config.yaml"
     config.write_text("learning_rat: 1.0e-3\n", encoding="utf-8")
     result = run_cli("--config", str(config), *tiny_args(tokenizer_dir, tmp_path / "run"))
-    assert_one_clear_line(result, "unknown key 'learning_rat'", "did you mean 'learning_rate'", "valid keys:")
+    assert_one_clear_line(result, "unknown key 'learning_rat'", "did you mean 'learning_rate'", "--help lists them all")
 
 
 def test_wrong_value_type(tokenizer_dir, tmp_path):
