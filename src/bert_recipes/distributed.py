@@ -109,6 +109,8 @@ def any_rank(accelerator: Accelerator, flag: bool) -> bool:
 
 def discard_gradients(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Drop the gradients of a step that will not be taken."""
+    # accumulate() counts micro-batches here: a step cut short would shift the next step's sync point
+    accelerator.step = 0
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         # accelerate's optimizer wrapper ignores zero_grad under DeepSpeed: the engine owns the buffers
         model.optimizer.zero_grad()
