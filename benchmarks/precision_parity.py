@@ -12,9 +12,10 @@ from pathlib import Path
 
 from accelerate import PartialState
 from pretrain_throughput import pretrain_records
-from reporting import DEMO_CORPUS, save_result
+from reporting import DEMO_CORPUS, REPO_ROOT, save_result
 
 from bert_recipes.config import parse_config
+from bert_recipes.glue import GlueConfig, run_glue
 
 
 @dataclass
@@ -26,6 +27,9 @@ class BenchConfig:
     eval_examples: int = field(default=1024, metadata={"help": "Held-out examples scored at the end."})
     tokenizer: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer directory."})
     corpus: str = field(default=DEMO_CORPUS, metadata={"help": "Corpus to pretrain on."})
+    glue_task: str = field(default="sst2", metadata={"help": "GLUE sample task fine-tuned in both precisions."})
+    glue_seeds: str = field(default="1,2,3", metadata={"help": "Fine-tuning seeds per precision."})
+    glue_epochs: float = field(default=3.0, metadata={"help": "Fine-tuning epochs."})
 
 
 def final_eval(precision: str, bench: BenchConfig, out: Path) -> dict:
@@ -38,6 +42,16 @@ def final_eval(precision: str, bench: BenchConfig, out: Path) -> dict:
     evaluation = [r for r in records if "eval_mlm_loss" in r][-1]
     tokens_per_second = [r["tokens_per_second"] for r in records if "tokens_per_second" in r]
     return {**evaluation, "median_tokens_per_second": sorted(tokens_per_second)[len(tokens_per_second) // 2]}
+
+
+def finetune(model_dir: Path, precision: str, bench: BenchConfig, out: Path) -> dict:
+    config = GlueConfig.from_values(
+        model_name_or_path=str(model_dir), task_name=bench.glue_task, data_dir=str(REPO_ROOT / "data" / "glue"),
+        output_dir=str(out), seeds=bench.glue_seeds, num_train_epochs=bench.glue_epochs, learning_rate=1.0e-4,
+        per_device_train_batch_size=16, max_seq_length=64, mixed_precision=precision, disable_tqdm=True,
+    )  # fmt: skip
+    result = run_glue(config)[bench.glue_task]
+    return {"median": result.median, "low": result.low, "high": result.high, "runs": [r.metrics for r in result.runs]}
 
 
 def main() -> None:
