@@ -33,6 +33,7 @@ from bert_recipes.pretraining_data import (
     DataConfig,
     PairBuilder,
     Segment,
+    epoch_documents,
     examples_from_documents,
     prepare_to_disk,
     split_sentences,
@@ -65,8 +66,8 @@ def reference_port(corpus_file: str, tokenizer_dir: str, config: DataConfig) -> 
 
 
 def streamed(corpus_file: str, tokenizer, config: DataConfig) -> list[dict]:
-    corpus = load_corpus(CorpusConfig(train_files=[corpus_file]))
-    return list(examples_from_documents(corpus, tokenizer, config, 0, 0))
+    documents = epoch_documents(CorpusConfig(train_files=[corpus_file]), config, 0, 0)
+    return list(examples_from_documents(documents, tokenizer, config, 0, 0))
 
 
 def prepared(corpus_file: str, tokenizer, config: DataConfig, num_proc: int) -> int:
