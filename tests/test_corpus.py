@@ -54,8 +54,9 @@ def contains(ids: list[int], part: tuple[int, ...]) -> bool:
         ({"mixture_probabilities": "0.7,0.3"}, "has 2 values for 1 sources"),
         ({"mixture_probabilities": "0.5"}, "has 1 values for 2 sources"),
         ({"mixture_probabilities": "0.7,0.2"}, "must be positive and sum to 1 (they sum to 0.9)"),
-        ({"mixture_probabilities": "1.2,-0.2"}, "must be positive and sum to 1"),
-        ({"mixture_probabilities": "0.7;0.3"}, "is not a list of numbers"),
+        ({"mixture_probabilities": "1,0"}, "must be positive and sum to 1"),
+        ({"mixture_probabilities": "1.2,-0.2"}, "is not a list of positive numbers"),
+        ({"mixture_probabilities": "0.7;0.3"}, "is not a list of positive numbers"),
         ({"mixture_stopping_strategy": "never"}, "--mixture_stopping_strategy 'never' is unknown"),
     ],
 )

@@ -177,12 +177,14 @@ def mixture_weights(config: CorpusConfig) -> list[float] | None:
     if not config.mixture_probabilities:
         return None
     names = source_names(config)
-    try:
-        weights = [float(p) for p in config.mixture_probabilities.split(",")]
-    except ValueError:
+    values = config.mixture_probabilities.split(",")
+    bad = [v for v in values if not v.strip().replace(".", "", 1).isdigit()]
+    if bad:
         raise UsageError(
-            f"--mixture_probabilities '{config.mixture_probabilities}' is not a list of numbers: write e.g. 0.7,0.3"
-        ) from None
+            f"--mixture_probabilities '{config.mixture_probabilities}' is not a list of positive numbers: "
+            "write e.g. 0.7,0.3"
+        )
+    weights = [float(v) for v in values]
     if len(weights) != len(names):
         raise UsageError(
             f"--mixture_probabilities has {len(weights)} values for {len(names)} sources ({', '.join(names)}): "
