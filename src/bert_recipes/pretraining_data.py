@@ -179,7 +179,9 @@ def cut_into_pieces(text: str, limit: int = MAX_PIECE_CHARS) -> list[str]:
 def document_pieces(batch: dict[str, list], *, every_nth: int, held_out: bool) -> dict[str, list]:
     """The documents of one split, tagged with their key and cut into bounded pieces (a batched map)."""
     out: dict[str, list] = {name: [] for name in PIECE_FEATURES}
-    for text, source in zip(batch["text"], batch["source"], strict=True):
+    # a plain document set (only a text column) is one source
+    sources = batch.get("source", [0] * len(batch["text"]))
+    for text, source in zip(batch["text"], sources, strict=True):
         if not text or not text.strip():
             continue
         key = document_key(text)
@@ -541,7 +543,8 @@ def examples_from_documents(
     held_out: bool = False,
     num_proc: int | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
-    """Documents (a `text` column) to examples; works the same on a streamed or an in-memory dataset.
+    """Documents (a `text` column, and a `source` one when mixed) to examples; works the same on a streamed or an
+    in-memory dataset.
 
     Held-out and training documents are separated before grouping, so random segments B of held-out pairs come
     from other held-out documents only.
@@ -551,9 +554,9 @@ def examples_from_documents(
     kwargs: dict[str, Any] = {"num_proc": num_proc} if in_memory and num_proc and num_proc > 1 else {}
     select = partial(document_pieces, every_nth=config.eval_every_nth_document, held_out=held_out)
     # one document per call: a resumed stream replays at most one document's pieces
-    pieces = corpus.map(
-        select, batched=True, batch_size=1, remove_columns=list(DOCUMENT_FEATURES), features=PIECE_FEATURES, **kwargs
-    )
+    columns = corpus.column_names or list(DOCUMENT_FEATURES)
+    remove = [c for c in DOCUMENT_FEATURES if c in columns]
+    pieces = corpus.map(select, batched=True, batch_size=1, remove_columns=remove, features=PIECE_FEATURES, **kwargs)
     # never batched per process: with num_proc each worker would start its own groups at its shard boundary
     groups = pieces.batch(batch_size=config.document_buffer_size)
     build = partial(examples_of_group, tokenizer=tokenizer, config=config, seed=seed, epoch=epoch)
