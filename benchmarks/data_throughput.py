@@ -51,12 +51,10 @@ class BenchConfig:
 
 
 def write_sentences(corpus: str, path: Path) -> None:
-    """The baselines' input format: one sentence per line, a blank line between documents."""
-    with path.open("w", encoding="utf-8") as out:
-        for row in load_corpus(CorpusConfig(train_files=[corpus])):
-            sentences = split_sentences(row["text"])
-            if sentences:
-                out.write("\n".join(sentences) + "\n\n")
+    """The baselines' input format: one sentence per line, a blank line between documents (not after the last:
+    TextDatasetForNextSentencePrediction keeps an empty last document and fails drawing a random segment from it)."""
+    documents = (split_sentences(row["text"]) for row in load_corpus(CorpusConfig(train_files=[corpus])))
+    path.write_text("\n\n".join("\n".join(sentences) for sentences in documents if sentences) + "\n")
 
 
 # ---- (b) google-research/bert create_pretraining_data.py, ported --------------------------------------------------
