@@ -222,6 +222,27 @@ def test_two_ranks_read_disjoint_documents_that_make_up_the_corpus(tokenizer):
     assert within_binomial(len(ranks[0]), len(corpus), 0.5)
 
 
+def test_with_enough_files_each_rank_reads_whole_files_in_a_new_order_each_epoch(tmp_path):
+    texts = [row["text"] for row in take(load_corpus(DEMO), 40)]
+    files = []
+    for part in range(4):
+        path = tmp_path / f"part{part}.jsonl"
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[part::4]), encoding="utf-8")
+        files.append(str(path))
+    file_of = {t: part for part in range(4) for t in texts[part::4]}
+    config = DataConfig(eval_every_nth_document=0, shuffle_buffer_size=1)
+
+    def files_read(epoch: int) -> list[list[int]]:
+        documents = epoch_documents(CorpusConfig(train_files=files), config, 3, epoch, slots=2)
+        ranks = [[file_of[r["text"]] for r in split_dataset_by_node(documents, rank, 2)] for rank in (0, 1)]
+        assert sorted(t for rank in ranks for t in rank) == sorted(file_of.values())
+        return [list(dict.fromkeys(rank)) for rank in ranks]
+
+    epochs = [files_read(epoch) for epoch in range(4)]
+    assert all(len(read) == 2 and not set(ranks[0]) & set(ranks[1]) for ranks in epochs for read in ranks)
+    assert len({str(ranks) for ranks in epochs}) > 1, "the file order changes between epochs"
+
+
 def resume_twice(make_stream, first_stop: int, second_stop: int, total: int) -> None:
     """Stop at `first_stop`, resume from the state; stop again at `second_stop`, resume from that state."""
     reference = take(make_stream(), total)
