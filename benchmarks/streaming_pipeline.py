@@ -3,8 +3,9 @@
 1. Memory: stream at least --megabytes of text (the first books of the corpus) through the training pipeline
    (corpus -> sentences -> NSP pairs -> masked, padded batches), sampling this process's resident memory as it goes.
    Flat means the last samples are no higher than those taken after the first tenth of the text.
-2. Starvation: pretrain for --steps steps on the same streamed corpus and read the trainer's own `data_wait_fraction`
-   (time blocked waiting for the next batch, over step time) from metrics.jsonl.
+2. Starvation: pretrain for --steps steps on the same streamed corpus with each of --workers DataLoader worker
+   counts and read the trainer's own `data_wait_fraction` (time blocked waiting for the next batch, over step time)
+   and tokens/s from metrics.jsonl.
 
     python benchmarks/streaming_pipeline.py --corpus ../shared/data/gutenberg-large.jsonl.gz --megabytes 100
 """
@@ -21,15 +22,14 @@ from pathlib import Path
 import psutil
 from accelerate import PartialState
 from pretrain_throughput import pretrain_records
-from reporting import machine, print_table, save_json
+from reporting import save_result
 from tqdm import tqdm
 from transformers import AutoTokenizer
 
 from bert_recipes.config import parse_config
 from bert_recipes.corpus import CorpusConfig
 from bert_recipes.masking import PretrainingCollator
-from bert_recipes.pretraining_data import DataConfig, build_pretraining_datasets
-from bert_recipes.trainer import batches_of
+from bert_recipes.pretraining_data import DataConfig, batches_of, build_pretraining_datasets
 
 
 @dataclass
@@ -40,9 +40,9 @@ class BenchConfig:
     megabytes: float = field(default=100.0, metadata={"help": "Text to stream for the memory measurement (MB)."})
     sizes: str = field(default="mini,small", metadata={"help": "BERT sizes to train for the starvation measurement."})
     steps: int = field(default=40, metadata={"help": "Training steps per size."})
+    workers: str = field(default="0,1,2", metadata={"help": "--dataloader_num_workers values to compare."})
     batch_size: int = field(default=32, metadata={"help": "Sequences per batch."})
     tokenizer: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer directory."})
-    output_json: str = field(default="benchmarks/results/streaming_pipeline.json", metadata={"help": "Results."})
 
 
 def first_megabytes(source: str, megabytes: float, folder: Path) -> tuple[str, int, int]:
@@ -65,7 +65,8 @@ def resident_mb() -> float:
 def memory_while_streaming(corpus: str, chars: int, bench: BenchConfig, tokenizer) -> dict:
     data = DataConfig(max_seq_length=128, eval_every_nth_document=0)
     stream = build_pretraining_datasets(CorpusConfig(train_files=[corpus]), data, tokenizer, seed=0)[0]
-    batches = batches_of(stream, bench.batch_size, PretrainingCollator(tokenizer))
+    collator = PretrainingCollator(tokenizer)
+    batches = (collator(examples) for examples in batches_of(stream, bench.batch_size))
     # the tokens this much text yields, estimated at ~4.5 characters per token, only paces the samples
     expected_batches = chars / 4.5 / (bench.batch_size * 128)
     samples, tokens, start = [], 0, time.perf_counter()
@@ -89,11 +90,15 @@ def memory_while_streaming(corpus: str, chars: int, bench: BenchConfig, tokenize
     }
 
 
-def data_wait(size: str, corpus: str, bench: BenchConfig, out: Path) -> dict:
-    records = pretrain_records(size, out, bench.tokenizer, bench.batch_size, 128, bench.steps, "--train_files", corpus)
+def data_wait(size: str, workers: str, corpus: str, bench: BenchConfig, out: Path) -> dict:
+    records = pretrain_records(
+        size, out, bench.tokenizer, bench.batch_size, 128, bench.steps,
+        "--train_files", corpus, "--dataloader_num_workers", workers,
+    )  # fmt: skip
     steady = records[1:]  # the first batch waits for the first documents to be read and paired
     return {
         "size": size,
+        "workers": int(workers),
         "first_step_data_wait_fraction": round(records[0]["data_wait_fraction"], 4),
         "data_wait_fraction": round(sum(r["data_wait_fraction"] for r in steady) / len(steady), 4),
         "max_step_data_wait_fraction": round(max(r["data_wait_fraction"] for r in steady), 4),
@@ -110,15 +115,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         corpus, chars, documents = first_megabytes(bench.corpus, bench.megabytes, Path(tmp))
         memory = memory_while_streaming(corpus, chars, bench, tokenizer)
-        waits = [data_wait(size, corpus, bench, Path(tmp) / size) for size in bench.sizes.split(",")]
+        waits = [
+            data_wait(size, workers, corpus, bench, Path(tmp) / f"{size}-{workers}")
+            for size in bench.sizes.split(",")
+            for workers in bench.workers.split(",")
+        ]
     result = {
-        "machine": machine(),
         "corpus": f"first {documents:,} documents ({chars / 1e6:.1f} M characters) of {bench.corpus}",
         "config": asdict(bench),
         "memory": memory,
         "data_wait": waits,
     }
-    save_json(bench.output_json, result)
     m = memory
     print(result["corpus"])
     print(
@@ -126,10 +133,12 @@ def main() -> None:
         f"memory {m['rss_mb_at_10_percent']:.0f} MB after 10% of the text, peak {m['rss_mb_peak_after_10_percent']:.0f}"
         f" MB after that, {m['rss_mb_at_end']:.0f} MB at the end"
     )
-    print_table(
-        ["size", "tokens/s", "time waiting for data (mean over steps 2+)", "worst step", "first step"],
+    save_result(
+        "streaming_pipeline",
+        result,
+        ["size", "workers", "tokens/s", "time waiting for data (mean over steps 2+)", "worst step", "first step"],
         [
-            [w["size"], f"{w['tokens_per_second']:,}", f"{100 * w['data_wait_fraction']:.2f}%",
+            [w["size"], w["workers"], f"{w['tokens_per_second']:,}", f"{100 * w['data_wait_fraction']:.2f}%",
              f"{100 * w['max_step_data_wait_fraction']:.2f}%", f"{100 * w['first_step_data_wait_fraction']:.1f}%"]
             for w in waits
         ],

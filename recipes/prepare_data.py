@@ -11,7 +11,7 @@ of the corpus is paired anew (as the next epoch of the stream would be). Masking
 from dataclasses import dataclass, field
 
 from bert_recipes.config import parse_config, save_config
-from bert_recipes.corpus import CorpusConfig, check_corpus_given
+from bert_recipes.corpus import CorpusConfig, check_corpus
 from bert_recipes.errors import run_cli
 from bert_recipes.pretraining_data import DataConfig, prepare_to_disk, validate_data_config
 from bert_recipes.tokenization import load_tokenizer
@@ -28,7 +28,7 @@ class PrepareConfig:
 
 def main(argv: list[str]) -> None:
     corpus, data, prepare = parse_config([CorpusConfig, DataConfig, PrepareConfig], argv)
-    check_corpus_given(corpus)
+    check_corpus(corpus)
     tokenizer = load_tokenizer(prepare.tokenizer_name_or_path)
     validate_data_config(data, tokenizer)
     counts = prepare_to_disk(

@@ -28,6 +28,7 @@ from bert_recipes.pretraining_data import (
     Segment,
     build_pretraining_datasets,
     cut_into_pieces,
+    epoch_documents,
     examples_from_documents,
     prepare_to_disk,
     split_sentences,
@@ -37,6 +38,7 @@ from tests.conftest import DEMO_CORPUS, REPO_ROOT
 
 CLS, SEP = 2, 3
 SMALL = DataConfig(max_seq_length=64, document_buffer_size=16, eval_every_nth_document=10, eval_examples=50)
+DEMO = CorpusConfig(train_files=[DEMO_CORPUS])
 
 
 def within_binomial(successes: int, trials: int, p: float, sigmas: float = 4.5) -> bool:
@@ -169,7 +171,7 @@ def tokenizer(tokenizer_dir):
 
 
 def train_stream(tokenizer, config: DataConfig = SMALL, seed: int = 3, epoch: int = 0):
-    return build_pretraining_datasets(CorpusConfig(), config, tokenizer, seed=seed, epoch=epoch)[0]
+    return build_pretraining_datasets(DEMO, config, tokenizer, seed=seed, epoch=epoch)[0]
 
 
 def test_real_corpus_statistics(tokenizer):
@@ -183,16 +185,18 @@ def test_real_corpus_statistics(tokenizer):
 
 def test_held_out_documents_never_reach_training_whatever_the_sharding(tokenizer, tmp_path):
     """Two files (two shards) read by two ranks: the held-out choice must not depend on the position in a shard."""
-    texts = [row["text"] for row in take(load_corpus(CorpusConfig()), 120)]
+    texts = [row["text"] for row in take(load_corpus(DEMO), 120)]
     files = []
     for half in (0, 1):
         path = tmp_path / f"part{half}.jsonl"
         path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[half::2]), encoding="utf-8")
         files.append(str(path))
     config = DataConfig(max_seq_length=64, document_buffer_size=8, eval_every_nth_document=5, eval_examples=10**6)
-    train, evaluation = build_pretraining_datasets(CorpusConfig(train_files=files), config, tokenizer, seed=3)
+    corpus = CorpusConfig(train_files=files)
+    _, evaluation = build_pretraining_datasets(corpus, config, tokenizer, seed=3)
     eval_ids = {tuple(r["input_ids"]) for r in evaluation}
     assert eval_ids
+    train, _ = build_pretraining_datasets(corpus, config, tokenizer, seed=3, slots=2)
     for rank in (0, 1):
         rank_ids = {tuple(r["input_ids"]) for r in split_dataset_by_node(train, rank, 2)}
         assert rank_ids and not rank_ids & eval_ids
@@ -207,13 +211,36 @@ def test_no_nsp_packs_full_length_sequences_differently_each_epoch(tokenizer):
     assert take(train_stream(tokenizer, config, epoch=1), 20) != rows[:20]
 
 
-def test_two_ranks_get_disjoint_examples(tokenizer):
-    train = train_stream(tokenizer)
-    rank0 = take(split_dataset_by_node(train, 0, 2), 300)
-    rank1 = take(split_dataset_by_node(train, 1, 2), 300)
-    both = take(train, 600)
-    assert [r["input_ids"] for r in rank0] == [r["input_ids"] for r in both[0::2]]
-    assert [r["input_ids"] for r in rank1] == [r["input_ids"] for r in both[1::2]]
+def test_two_ranks_read_disjoint_documents_that_make_up_the_corpus(tokenizer):
+    """One file is one shard: the documents are split by key, each read by one rank, none twice."""
+    config = DataConfig(max_seq_length=64, document_buffer_size=16, eval_every_nth_document=0)
+    documents = epoch_documents(DEMO, config, 3, 0, slots=2)
+    ranks = [[r["text"] for r in split_dataset_by_node(documents, rank, 2)] for rank in (0, 1)]
+    corpus = [r["text"] for r in load_corpus(DEMO) if r["text"].strip()]
+    assert len(ranks[0]) + len(ranks[1]) == len(corpus) and sorted(ranks[0] + ranks[1]) == sorted(corpus)
+    # a random half each: 4.5 sigma of a fair split
+    assert within_binomial(len(ranks[0]), len(corpus), 0.5)
+
+
+def test_with_enough_files_each_rank_reads_whole_files_in_a_new_order_each_epoch(tmp_path):
+    texts = [row["text"] for row in take(load_corpus(DEMO), 40)]
+    files = []
+    for part in range(4):
+        path = tmp_path / f"part{part}.jsonl"
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[part::4]), encoding="utf-8")
+        files.append(str(path))
+    file_of = {t: part for part in range(4) for t in texts[part::4]}
+    config = DataConfig(eval_every_nth_document=0, shuffle_buffer_size=1)
+
+    def files_read(epoch: int) -> list[list[int]]:
+        documents = epoch_documents(CorpusConfig(train_files=files), config, 3, epoch, slots=2)
+        ranks = [[file_of[r["text"]] for r in split_dataset_by_node(documents, rank, 2)] for rank in (0, 1)]
+        assert sorted(t for rank in ranks for t in rank) == sorted(file_of.values())
+        return [list(dict.fromkeys(rank)) for rank in ranks]
+
+    epochs = [files_read(epoch) for epoch in range(4)]
+    assert all(len(read) == 2 and not set(ranks[0]) & set(ranks[1]) for ranks in epochs for read in ranks)
+    assert len({str(ranks) for ranks in epochs}) > 1, "the file order changes between epochs"
 
 
 def resume_twice(make_stream, first_stop: int, second_stop: int, total: int) -> None:
@@ -234,7 +261,11 @@ def test_resume_from_state_continues_with_the_same_next_example_twice(tokenizer)
 
 
 def test_resume_of_one_rank_continues_its_own_shard(tokenizer):
-    resume_twice(lambda: split_dataset_by_node(train_stream(tokenizer), 1, 2), 170, 333, 450)
+    def rank_stream():
+        train = build_pretraining_datasets(DEMO, SMALL, tokenizer, seed=3, slots=2)[0]
+        return split_dataset_by_node(train, 1, 2)
+
+    resume_twice(rank_stream, 170, 333, 450)
 
 
 def test_epochs_pair_differently_and_seeds_reproduce(tokenizer):
@@ -248,7 +279,7 @@ def test_epochs_pair_differently_and_seeds_reproduce(tokenizer):
 
 def test_a_document_longer_than_anything_else_stays_bounded(tokenizer):
     huge = ". ".join(f"Sentence number {i} says little" for i in range(25_000))
-    corpus = datasets.Dataset.from_dict({"text": [huge, "A short one. And another one here."]})
+    corpus = datasets.Dataset.from_dict({"text": [huge, "A short one. And another one here."], "source": [0, 0]})
     config = DataConfig(max_seq_length=64, document_buffer_size=16, eval_every_nth_document=0)
     rows = examples_from_documents(corpus, tokenizer, config, 3, 0).to_list()
     assert len(rows) > 1000 and max(len(r["input_ids"]) for r in rows) <= 64
@@ -275,9 +306,8 @@ def prepared(small_corpus, tokenizer, tmp_path_factory) -> tuple[str, dict]:
 
 
 def test_streamed_and_on_disk_examples_are_identical(small_corpus, tokenizer, prepared):
-    streamed = list(
-        examples_from_documents(load_corpus(CorpusConfig(train_files=[small_corpus])), tokenizer, SMALL, 3, 0)
-    )
+    documents = epoch_documents(CorpusConfig(train_files=[small_corpus]), SMALL, 3, 0)
+    streamed = list(examples_from_documents(documents, tokenizer, SMALL, 3, 0))
     on_disk = datasets.Dataset.from_parquet(sorted(str(f) for f in Path(prepared[0], "train").glob("*.parquet")))
     assert len(streamed) == prepared[1]["train"] > 300
     assert streamed == on_disk.to_list()
@@ -286,12 +316,12 @@ def test_streamed_and_on_disk_examples_are_identical(small_corpus, tokenizer, pr
 def test_prepared_data_streams_shuffled_per_epoch_and_resumes(tokenizer, prepared):
     config = DataConfig(max_seq_length=64, prepared_data_dir=prepared[0], eval_examples=20)
     validate_data_config(config, tokenizer)
-    train, evaluation = build_pretraining_datasets(CorpusConfig(), config, tokenizer, seed=3)
+    train, evaluation = build_pretraining_datasets(DEMO, config, tokenizer, seed=3)
     assert len(list(evaluation)) == min(20, prepared[1]["eval"]) > 0
     epoch0 = [r["input_ids"] for r in train]
-    epoch1 = [r["input_ids"] for r in build_pretraining_datasets(CorpusConfig(), config, tokenizer, 3, 1)[0]]
+    epoch1 = [r["input_ids"] for r in build_pretraining_datasets(DEMO, config, tokenizer, 3, 1)[0]]
     assert sorted(epoch0) == sorted(epoch1) and epoch0 != epoch1
-    resume_twice(lambda: build_pretraining_datasets(CorpusConfig(), config, tokenizer, 3)[0], 50, 120, 200)
+    resume_twice(lambda: build_pretraining_datasets(DEMO, config, tokenizer, 3)[0], 50, 120, 200)
 
 
 def test_prepared_data_with_another_length_is_refused(tokenizer, prepared):
@@ -341,7 +371,15 @@ def test_prepare_data_recipe_writes_shards_and_settings(small_corpus, tokenizer_
     ],
 )
 def test_bad_settings_exit_2_with_one_line(tokenizer_dir, tmp_path, capsys, flags, message):
-    argv = ["--tokenizer_name_or_path", str(tokenizer_dir), "--output_dir", str(tmp_path / "out"), *flags]
+    argv = [
+        "--train_files",
+        DEMO_CORPUS,
+        "--tokenizer_name_or_path",
+        str(tokenizer_dir),
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
+    argv = [*argv, *flags]
     code, err = run_recipe(argv, capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
@@ -366,7 +404,8 @@ def test_prepare_data_refuses_a_corpus_without_pairs(tokenizer_dir, tmp_path, ca
 def test_the_recipe_process_exits_2_without_a_traceback(tokenizer_dir, tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "recipes" / "prepare_data.py"), "--max_seq_length", "4",
-         "--tokenizer_name_or_path", str(tokenizer_dir), "--output_dir", str(tmp_path / "out")],
+         "--train_files", DEMO_CORPUS, "--tokenizer_name_or_path", str(tokenizer_dir),
+         "--output_dir", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]

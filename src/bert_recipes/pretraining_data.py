@@ -1,9 +1,15 @@
 """BERT pretraining examples from raw documents: sentence pairs for next-sentence prediction, or packed MLM-only
 sequences, streamed or written to disk by the same code.
 
-The pipeline is three transformations of the corpus, the same on a streamed `IterableDataset` and on an Arrow
-`Dataset`:
+The pipeline is a document source and three transformations, the same on a streamed `IterableDataset` and on an
+Arrow `Dataset`:
 
+0. `documents_of_slots`: one epoch's documents for one (rank, DataLoader worker) slot. Each document goes to exactly
+   one slot, before any sentence splitting or tokenization: whole shards (files, Hub shards) when their count
+   divides by the number of slots, else documents by a bit range of their key. Shard order is shuffled per epoch,
+   sources are mixed by weight (`interleave_datasets`), and a shuffle buffer of `shuffle_buffer_size` documents
+   reorders them. All of it is seeded by (seed, epoch, slot) and cheap to replay, so a resumed stream reads its
+   raw documents again up to its position and tokenizes nothing twice.
 1. `document_pieces`: each document is tagged with a key (a CRC of its text) and cut into pieces of at most
    `MAX_PIECE_CHARS` characters, so one enormous document cannot blow up the memory of a group. The key decides
    which split the document belongs to (about one in `eval_every_nth_document` is held out); it depends on the text
@@ -19,6 +25,8 @@ The pipeline is three transformations of the corpus, the same on a streamed `Ite
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import random
 import zlib
@@ -33,20 +41,23 @@ import datasets
 import torch
 from accelerate.logging import get_logger
 from datasets.distributed import split_dataset_by_node
-from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerFast
 
-from bert_recipes.corpus import CorpusConfig, load_corpus
+from bert_recipes.corpus import CorpusConfig, load_sources, mixture_weights, source_labels
 from bert_recipes.errors import UsageError
 from bert_recipes.masking import PretrainingCollator
 
 logger = get_logger(__name__)
 
-COLUMNS = ["input_ids", "token_type_ids", "attention_mask", "word_starts", "next_sentence_label"]
+COLUMNS = ["input_ids", "token_type_ids", "attention_mask", "word_starts", "next_sentence_label", "source", "documents"]
 # about 25k tokens: a group of 128 pieces stays in the tens of megabytes even when one document is a whole library
 MAX_PIECE_CHARS = 100_000
 PREPARED_METADATA = "data_config.json"
-PIECE_FEATURES = datasets.Features({"text": datasets.Value("string"), "doc_key": datasets.Value("int64")})
+DOCUMENT_FEATURES = datasets.Features({"text": datasets.Value("string"), "source": datasets.Value("int16")})
+PIECE_FEATURES = datasets.Features(
+    {**DOCUMENT_FEATURES, "doc_key": datasets.Value("int64"), "document_start": datasets.Value("int8")}
+)
 
 
 def example_features(no_nsp: bool) -> datasets.Features:
@@ -57,6 +68,10 @@ def example_features(no_nsp: bool) -> datasets.Features:
         "token_type_ids": small,
         "attention_mask": small,
         "word_starts": small,
+        # which source the example's first document came from, and on a group's first example the number of
+        # documents the group started: the trainer counts tokens per source and documents seen from them
+        "source": datasets.Value("int16"),
+        "documents": datasets.Value("int32"),
     }
     return datasets.Features(features if no_nsp else {**features, "next_sentence_label": datasets.Value("int8")})
 
@@ -80,6 +95,13 @@ class DataConfig:
     )
     document_buffer_size: int = field(
         default=128, metadata={"help": "Documents per group: the pool that random segments B are drawn from."}
+    )
+    shuffle_buffer_size: int = field(
+        default=0,
+        metadata={
+            "help": "Documents in the shuffle buffer that reorders each epoch (0: ten times --document_buffer_size; "
+            "1: no shuffling)."
+        },
     )
     eval_every_nth_document: int = field(
         default=100,
@@ -112,6 +134,8 @@ def validate_data_config(config: DataConfig, tokenizer: PreTrainedTokenizerFast)
             raise UsageError(f"--{name} must be between 0 and 1, got {getattr(config, name)}")
     if config.document_buffer_size < 2:
         raise UsageError("--document_buffer_size must be at least 2: random segments need another document")
+    if config.shuffle_buffer_size < 0:
+        raise UsageError("--shuffle_buffer_size must be 0 (ten times --document_buffer_size) or more")
     if config.eval_every_nth_document < 0 or config.eval_examples < 0:
         raise UsageError("--eval_every_nth_document and --eval_examples must be 0 or more")
     if config.prepared_data_dir:
@@ -161,8 +185,10 @@ def cut_into_pieces(text: str, limit: int = MAX_PIECE_CHARS) -> list[str]:
 
 def document_pieces(batch: dict[str, list], *, every_nth: int, held_out: bool) -> dict[str, list]:
     """The documents of one split, tagged with their key and cut into bounded pieces (a batched map)."""
-    out: dict[str, list] = {"text": [], "doc_key": []}
-    for text in batch["text"]:
+    out: dict[str, list] = {name: [] for name in PIECE_FEATURES}
+    # a plain document set (only a text column) is one source
+    sources = batch.get("source", [0] * len(batch["text"]))
+    for text, source in zip(batch["text"], sources, strict=True):
         if not text or not text.strip():
             continue
         key = document_key(text)
@@ -170,6 +196,8 @@ def document_pieces(batch: dict[str, list], *, every_nth: int, held_out: bool) -
             pieces = cut_into_pieces(text)
             out["text"].extend(pieces)
             out["doc_key"].extend([key] * len(pieces))
+            out["source"].extend([source] * len(pieces))
+            out["document_start"].extend([1] + [0] * (len(pieces) - 1))
     return out
 
 
@@ -337,7 +365,9 @@ class PairBuilder:
         self, docs: list[list[Segment]], rng: random.Random, keys: list[int] | None = None
     ) -> list[dict[str, Any]]:
         keys = list(range(len(docs))) if keys is None else keys
-        examples = [e for index in range(len(docs)) for e in self.document_pairs(docs, keys, index, rng)]
+        examples = [
+            {**e, "document": index} for index in range(len(docs)) for e in self.document_pairs(docs, keys, index, rng)
+        ]
         # consecutive pairs of one document would otherwise share a batch
         rng.shuffle(examples)
         return examples
@@ -353,8 +383,10 @@ def packed_examples(
 
     The document order is shuffled so each epoch cuts the text at other places; a group's short tail is dropped.
     """
-    order = rng.sample(range(len(docs)), len(docs))
-    stream = concat([s for d in order if docs[d] for s in [*docs[d], Segment([sep_id], [1])]])
+    order = [d for d in rng.sample(range(len(docs)), len(docs)) if docs[d]]
+    stream = concat([s for d in order for s in [*docs[d], Segment([sep_id], [1])]])
+    # where each document starts in the stream: a sequence is credited to the document it starts in
+    starts_at = list(itertools.accumulate((sum(map(len, docs[d])) + 1 for d in order), initial=0))
     body = max_length - 2
     examples = []
     for at in range(0, len(stream), body):
@@ -368,10 +400,106 @@ def packed_examples(
                 "token_type_ids": [0] * len(ids),
                 "attention_mask": [1] * len(ids),
                 "word_starts": [1, *starting_a_word(starts), 1],
+                "document": order[bisect.bisect_right(starts_at, at) - 1],
             }
         )
     rng.shuffle(examples)
     return examples
+
+
+# ---- one epoch's documents for one (rank, worker) slot ---------------------------------------------------------
+
+
+def slot_of(key: int, slots: int) -> int:
+    # the key's high bits: its low ones pick the held-out documents (key % eval_every_nth_document), which would
+    # otherwise all fall to one slot
+    return (key >> 16) % slots
+
+
+def belongs_to_slot(row: dict[str, Any], slot: int, slots: int) -> bool:
+    return slot_of(document_key(row["text"] or ""), slots) == slot
+
+
+def tag_source(row: dict[str, Any], index: int) -> dict[str, int]:
+    return {"source": index}
+
+
+def tagged_sources(corpus: CorpusConfig, streaming: bool = True) -> list:
+    sources = load_sources(corpus, streaming)
+    # declared features: a streamed source of unknown features would otherwise be read ahead to infer them
+    return [s.map(partial(tag_source, index=i), features=DOCUMENT_FEATURES) for i, s in enumerate(sources)]
+
+
+def slot_part(source: datasets.IterableDataset, slot: int, slots: int, rng: random.Random) -> datasets.IterableDataset:
+    """The part of one source that a slot reads: its whole shards where the shard count allows, else its documents."""
+    shards = source.num_shards
+    # the same order on every slot (one rng per epoch), so the slots split one permutation between them
+    order = rng.sample(range(shards), shards)
+    by_shard = shards % slots == 0
+    part = datasets.concatenate_datasets([source.shard(shards, i) for i in (order[slot::slots] if by_shard else order)])
+    return part if by_shard else part.filter(partial(belongs_to_slot, slot=slot, slots=slots))
+
+
+def shuffle_buffer(rows: Iterator[dict], size: int, rng: random.Random) -> Iterator[dict]:
+    """Each row out is a random one of the `size` rows read last (datasets' own buffer, but replayable: datasets
+    drops its buffer on resume)."""
+    buffer: list[dict] = []
+    for row in rows:
+        if len(buffer) < size:
+            buffer.append(row)
+            continue
+        at = rng.randrange(size)
+        yield buffer[at]
+        buffer[at] = row
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def documents_of_slots(
+    corpus: CorpusConfig, seed: int, epoch: int, slot_ids: list[int], slots: int, buffer_size: int
+) -> Iterator[dict[str, Any]]:
+    """One epoch's documents of the given slots (a generator shard holds one): shards in this epoch's order,
+    sources mixed by weight, shuffled through a buffer."""
+    for slot in slot_ids:
+        rng = random.Random(f"{seed}/{epoch}/shards")
+        parts = [slot_part(source, slot, slots, rng) for source in tagged_sources(corpus)]
+        weights = mixture_weights(corpus)
+        if weights:
+            mix_seed = zlib.crc32(f"{seed}/{epoch}/{slot}/mixture".encode())
+            strategy = corpus.mixture_stopping_strategy
+            mixed = datasets.interleave_datasets(parts, weights, seed=mix_seed, stopping_strategy=strategy)
+        else:
+            mixed = datasets.concatenate_datasets(parts)
+        # .iter() rather than iteration: in a DataLoader worker, iterating would split the sources between workers
+        # once more
+        rows = (
+            {"text": text, "source": source}
+            for batch in mixed.iter(batch_size=256)
+            for text, source in zip(batch["text"], batch["source"], strict=True)
+        )
+        yield from shuffle_buffer(rows, buffer_size, random.Random(f"{seed}/{epoch}/{slot}/buffer"))
+
+
+def epoch_documents(
+    corpus: CorpusConfig, data: DataConfig, seed: int, epoch: int, slots: int = 1, streaming: bool = True
+) -> datasets.IterableDataset | datasets.Dataset:
+    """One epoch's training documents as `slots` shards (one per rank and worker), streamed or in Arrow."""
+    kwargs = {
+        "corpus": corpus,
+        "seed": seed,
+        "epoch": epoch,
+        # a list: datasets makes one generator shard per element, one per slot
+        "slot_ids": list(range(slots)),
+        "slots": slots,
+        "buffer_size": data.shuffle_buffer_size or 10 * data.document_buffer_size,
+    }
+    kind = datasets.IterableDataset if streaming else datasets.Dataset
+    return kind.from_generator(documents_of_slots, features=DOCUMENT_FEATURES, gen_kwargs=kwargs)
+
+
+def held_out_documents(corpus: CorpusConfig, streaming: bool = True) -> datasets.IterableDataset | datasets.Dataset:
+    """Every source in its own order: the held-out set does not depend on the epoch, the seed or the mixture."""
+    return datasets.concatenate_datasets(tagged_sources(corpus, streaming))
 
 
 # ---- the dataset pipeline --------------------------------------------------------------------------------------
@@ -395,7 +523,8 @@ def examples_of_group(
     out: dict[str, list] = {c: [] for c in COLUMNS}
     max_tokens = config.max_seq_length - (2 if config.no_nsp else 3)
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
-    for group, texts, keys in zip(indices, batch["text"], batch["doc_key"], strict=True):
+    rows = zip(indices, batch["text"], batch["doc_key"], batch["source"], batch["document_start"], strict=True)
+    for group, texts, keys, sources, starts in rows:
         docs = tokenize_documents([split_sentences(text) for text in texts], tokenizer, max_tokens)
         rng = group_rng(seed, epoch, group, keys[0])
         if config.no_nsp:
@@ -403,7 +532,8 @@ def examples_of_group(
         else:
             builder = PairBuilder(max_tokens, config.short_seq_prob, config.nsp_probability, cls_id, sep_id)
             examples = builder.group_examples(docs, rng, keys)
-        for example in examples:
+        for number, example in enumerate(examples):
+            example = {**example, "source": sources[example["document"]], "documents": 0 if number else sum(starts)}
             for column in COLUMNS:
                 out[column].append(example.get(column))
     if config.no_nsp:
@@ -420,7 +550,8 @@ def examples_from_documents(
     held_out: bool = False,
     num_proc: int | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
-    """Documents (a `text` column) to examples; works the same on a streamed or an in-memory dataset.
+    """Documents (a `text` column, and a `source` one when mixed) to examples; works the same on a streamed or an
+    in-memory dataset.
 
     Held-out and training documents are separated before grouping, so random segments B of held-out pairs come
     from other held-out documents only.
@@ -430,7 +561,9 @@ def examples_from_documents(
     kwargs: dict[str, Any] = {"num_proc": num_proc} if in_memory and num_proc and num_proc > 1 else {}
     select = partial(document_pieces, every_nth=config.eval_every_nth_document, held_out=held_out)
     # one document per call: a resumed stream replays at most one document's pieces
-    pieces = corpus.map(select, batched=True, batch_size=1, remove_columns=["text"], features=PIECE_FEATURES, **kwargs)
+    columns = corpus.column_names or list(DOCUMENT_FEATURES)
+    remove = [c for c in DOCUMENT_FEATURES if c in columns]
+    pieces = corpus.map(select, batched=True, batch_size=1, remove_columns=remove, features=PIECE_FEATURES, **kwargs)
     # never batched per process: with num_proc each worker would start its own groups at its shard boundary
     groups = pieces.batch(batch_size=config.document_buffer_size)
     build = partial(examples_of_group, tokenizer=tokenizer, config=config, seed=seed, epoch=epoch)
@@ -439,7 +572,7 @@ def examples_from_documents(
         batched=True,
         batch_size=1,
         with_indices=True,
-        remove_columns=["text", "doc_key"],
+        remove_columns=list(PIECE_FEATURES),
         features=example_features(config.no_nsp),
         **({**kwargs, "desc": "building examples"} if in_memory else {}),
     )
@@ -451,23 +584,29 @@ def build_pretraining_datasets(
     tokenizer: PreTrainedTokenizerFast,
     seed: int,
     epoch: int = 0,
+    slots: int = 1,
 ) -> tuple[datasets.IterableDataset, datasets.IterableDataset]:
-    """(train, eval) example streams. Train is resumable with state_dict(); eval is the held-out documents."""
+    """(train, eval) example streams of one epoch, with the training documents split into `slots` shards. Train is
+    resumable with state_dict(); eval is the held-out documents."""
     if data_config.prepared_data_dir:
         return load_prepared(data_config, seed, epoch)
-    corpus = load_corpus(corpus_config)
-    train = examples_from_documents(corpus, tokenizer, data_config, seed, epoch)
-    evaluation = examples_from_documents(corpus, tokenizer, data_config, seed, 0, held_out=True)
+    documents = epoch_documents(corpus_config, data_config, seed, epoch, slots)
+    train = examples_from_documents(documents, tokenizer, data_config, seed, epoch)
+    evaluation = examples_from_documents(held_out_documents(corpus_config), tokenizer, data_config, seed, 0, True)
     return train, evaluation.take(data_config.eval_examples)
 
 
 # ---- batches for the training loop ----------------------------------------------------------------------------
 
 
-def batches_of(stream, batch_size: int, collator: PretrainingCollator) -> DataLoader:
+def batches_of(stream, batch_size: int, num_workers: int = 0) -> StatefulDataLoader:
+    """Lists of examples; workers only read, split and tokenize, masking stays in the training process so that its
+    generator, saved with the checkpoint, is the one that ran."""
     # its own generator: a DataLoader iterator otherwise draws a seed from the global RNG, so a resumed run
     # (which opens its loaders after restoring that RNG) would get different dropout masks
-    return DataLoader(stream, batch_size=batch_size, collate_fn=collator, generator=torch.Generator())
+    return StatefulDataLoader(
+        stream, batch_size=batch_size, collate_fn=list, num_workers=num_workers, generator=torch.Generator()
+    )
 
 
 def masking_collator(tokenizer: PreTrainedTokenizerFast, data: DataConfig, seed: int) -> PretrainingCollator:
@@ -478,9 +617,10 @@ def masking_collator(tokenizer: PreTrainedTokenizerFast, data: DataConfig, seed:
 
 
 class TrainingStream:
-    """This rank's masked training batches, epoch after epoch, each epoch paired anew, up to `max_epochs` (0: no
-    limit). `state_dict()` holds the position and the masking generator: a stream loaded from it continues with
-    exactly the batch that would have come next."""
+    """This rank's masked training batches, epoch after epoch, each epoch shuffled and paired anew, up to
+    `max_epochs` (0: no limit), read by `num_workers` DataLoader workers (0: in this process). `state_dict()` holds
+    the loader's position, the masking generator and the counts: a stream loaded from it continues with exactly
+    the batch that would have come next."""
 
     def __init__(
         self,
@@ -492,19 +632,26 @@ class TrainingStream:
         max_epochs: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        num_workers: int = 0,
     ):
         self.corpus, self.data, self.tokenizer, self.seed = corpus, data, tokenizer, seed
         self.batch_size, self.max_epochs, self.rank, self.world_size = batch_size, max_epochs, rank, world_size
+        self.num_workers = num_workers
         self.collator = masking_collator(tokenizer, data, seed=seed * 1000 + rank)
         self.epoch = 0
-        self._examples: datasets.IterableDataset | None = None
-        self._batches: Iterator[dict[str, torch.Tensor]] | None = None
+        # this rank's training documents read and real tokens per source since the start of the run
+        self.documents_seen = 0
+        self.source_names = prepared_sources(data) if data.prepared_data_dir else source_labels(corpus)
+        self.source_tokens = [0] * len(self.source_names)
+        self._loader: StatefulDataLoader | None = None
+        self._batches: Iterator[list[dict[str, Any]]] | None = None
         self._resume_position: dict[str, Any] | None = None
         self._produced = 0
 
     def open_epoch(self, epoch: int) -> datasets.IterableDataset:
-        """This rank's examples of one epoch."""
-        train, _ = build_pretraining_datasets(self.corpus, self.data, self.tokenizer, seed=self.seed, epoch=epoch)
+        """This rank's examples of one epoch: one document shard per worker."""
+        slots = self.world_size * max(1, self.num_workers)
+        train, _ = build_pretraining_datasets(self.corpus, self.data, self.tokenizer, self.seed, epoch, slots)
         return split_dataset_by_node(train, self.rank, self.world_size)
 
     def next_batch(self) -> dict[str, torch.Tensor] | None:
@@ -512,38 +659,48 @@ class TrainingStream:
         while self.max_epochs <= 0 or self.epoch < self.max_epochs:
             if self._batches is None:
                 self._start_epoch()
-            batch = next(self._batches, None)
-            if batch is not None:
+            examples = next(self._batches, None)
+            if examples is not None:
                 self._produced += 1
-                return batch
+                self._count(examples)
+                return self.collator(examples)
             if self._produced == 0:
                 raise UsageError("the corpus produced no training examples: give it more text or a lower batch size")
             self.epoch += 1
-            self._examples = self._batches = None
+            self._loader = self._batches = None
         return None
 
+    def _count(self, examples: list[dict[str, Any]]) -> None:
+        for example in examples:
+            # examples prepared before these columns existed count as the first source, without documents
+            self.documents_seen += example.get("documents", 0)
+            self.source_tokens[example.get("source", 0)] += len(example["input_ids"])
+
     def _start_epoch(self) -> None:
-        self._examples = self.open_epoch(self.epoch)
+        self._loader = batches_of(self.open_epoch(self.epoch), self.batch_size, self.num_workers)
         resumed = self._resume_position is not None
         if resumed:
-            self._examples.load_state_dict(self._resume_position)
+            self._loader.load_state_dict(self._resume_position)
             self._resume_position = None
         # a stream resumed at the very end of its epoch rightly yields nothing more
         self._produced = int(resumed)
-        self._batches = iter(batches_of(self._examples, self.batch_size, self.collator))
+        self._batches = iter(self._loader)
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
-            "stream": self._examples.state_dict() if self._examples is not None else None,
+            "loader": self._loader.state_dict() if self._loader is not None else None,
             "collator_generator": self.collator.generator.get_state().tolist(),
+            "documents_seen": self.documents_seen,
+            "source_tokens": self.source_tokens,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch = state["epoch"]
-        self._resume_position = state["stream"]
+        self._resume_position = state["loader"]
         self.collator.generator.set_state(torch.tensor(state["collator_generator"], dtype=torch.uint8))
-        self._examples = self._batches = None
+        self.documents_seen, self.source_tokens = state["documents_seen"], state["source_tokens"]
+        self._loader = self._batches = None
 
 
 def held_out_batches(
@@ -551,10 +708,16 @@ def held_out_batches(
 ) -> list[dict[str, torch.Tensor]]:
     """The held-out examples, masked once with a fixed seed so every evaluation scores the same positions."""
     _, held_out = build_pretraining_datasets(corpus, data, tokenizer, seed=seed, epoch=0)
-    return list(batches_of(held_out, batch_size, masking_collator(tokenizer, data, seed)))
+    collator = masking_collator(tokenizer, data, seed)
+    return [collator(examples) for examples in batches_of(held_out, batch_size)]
 
 
 # ---- examples on disk ------------------------------------------------------------------------------------------
+
+
+def prepared_sources(config: DataConfig) -> list[str]:
+    written = json.loads((Path(config.prepared_data_dir) / PREPARED_METADATA).read_text(encoding="utf-8"))
+    return written.get("sources", ["corpus"])
 
 
 def load_prepared(
@@ -591,13 +754,18 @@ def prepare_to_disk(
         raise UsageError(f"--output_dir '{output}' already holds prepared shards: pass a new directory or delete it")
     if dupe_factor < 1 or num_proc < 1:
         raise UsageError("--dupe_factor and --num_proc must be 1 or more")
-    corpus = load_corpus(corpus_config, streaming=False)
+    # first: reading the sources in Arrow form also refuses an empty corpus
+    held_out = held_out_documents(corpus_config, streaming=False)
     copies = [
-        examples_from_documents(corpus, tokenizer, data_config, seed, e, num_proc=num_proc) for e in range(dupe_factor)
-    ]
+        examples_from_documents(
+            epoch_documents(corpus_config, data_config, seed, e, streaming=False), tokenizer, data_config, seed, e,
+            num_proc=num_proc,
+        )
+        for e in range(dupe_factor)
+    ]  # fmt: skip
     splits = {
         "train": datasets.concatenate_datasets(copies),
-        "eval": examples_from_documents(corpus, tokenizer, data_config, seed, 0, held_out=True, num_proc=num_proc),
+        "eval": examples_from_documents(held_out, tokenizer, data_config, seed, 0, held_out=True, num_proc=num_proc),
     }
     if len(splits["train"]) == 0:
         raise UsageError("the corpus produced no training examples: it needs documents of two or more sentences")
@@ -608,7 +776,13 @@ def prepare_to_disk(
         for index in range(shards):
             split.shard(shards, index, contiguous=True).to_parquet(str(folder / f"{name}-{index:05d}.parquet"))
     counts = {name: len(split) for name, split in splits.items()}
-    metadata = {**asdict(data_config), "seed": seed, "dupe_factor": dupe_factor, "examples": counts}
+    metadata = {
+        **asdict(data_config),
+        "seed": seed,
+        "dupe_factor": dupe_factor,
+        "examples": counts,
+        "sources": source_labels(corpus_config),
+    }
     (output / PREPARED_METADATA).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
     logger.info(f"wrote {counts['train']:,} training and {counts['eval']:,} held-out examples to {output}")
     return counts

@@ -22,7 +22,7 @@ from transformers import BertConfig, get_scheduler
 
 from bert_recipes import checkpointing as ckpt
 from bert_recipes.config import save_config
-from bert_recipes.corpus import CorpusConfig, check_corpus_given
+from bert_recipes.corpus import CorpusConfig, check_corpus
 from bert_recipes.distributed import any_rank, discard_gradients, fill_deepspeed_auto_values, make_accelerator
 from bert_recipes.errors import UsageError
 from bert_recipes.evaluation import mlm_metrics
@@ -83,6 +83,10 @@ class TrainConfig:
         default=False,
         metadata={"help": "torch.compile the model (inductor); pays with --max_predictions_per_seq (fixed shapes)."},
     )
+    dataloader_num_workers: int = field(
+        default=0,
+        metadata={"help": "DataLoader worker processes that read and tokenize while the model steps (0: none)."},
+    )
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Recompute activations in backward: less memory, about a third more time."}
     )
@@ -129,7 +133,7 @@ def validate_run(
 ) -> Path | None:
     """Every check that can fail on user input, before any heavy work; returns the checkpoint to resume."""
     if not data_cfg.prepared_data_dir:
-        check_corpus_given(corpus_cfg)
+        check_corpus(corpus_cfg)
     validate_data_config(data_cfg, tokenizer)
     if data_cfg.max_seq_length > bert_config.max_position_embeddings:
         raise UsageError(
@@ -139,6 +143,8 @@ def validate_run(
     for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps"):
         if getattr(train, name) <= 0:
             raise UsageError(f"--{name} must be a positive number, got {getattr(train, name)}")
+    if train.dataloader_num_workers < 0:
+        raise UsageError("--dataloader_num_workers must be 0 (read in the training process) or more")
     if train.overwrite_output_dir and train.resume_from_checkpoint:
         raise UsageError(
             "--overwrite_output_dir true deletes the checkpoints that --resume_from_checkpoint would continue: "
@@ -226,6 +232,7 @@ class Pretrainer:
         self.stream = TrainingStream(
             corpus, data, self.tokenizer, train.seed, train.per_device_train_batch_size,
             max_epochs=train.num_train_epochs, rank=acc.process_index, world_size=acc.num_processes,
+            num_workers=train.dataloader_num_workers,
         )  # fmt: skip
         self.state = TrainerState(world_size=acc.num_processes)
         self.eval_batches: list[dict[str, torch.Tensor]] = []
@@ -373,10 +380,19 @@ class Pretrainer:
             "tokens_seen": self.state.tokens_seen,
             # this rank's time blocked on the data pipeline: above a few percent, training is starved
             "data_wait_fraction": data_wait,
+            **self._data_counts(),
             **({} if grad_norm is None else {"grad_norm": grad_norm}),
         }
         bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tokens_per_second:,.0f}")
         return record
+
+    def _data_counts(self) -> dict[str, Any]:
+        """Training documents read and real tokens per source, by all ranks and workers together."""
+        stream = self.stream
+        local = torch.tensor([stream.documents_seen, *stream.source_tokens], dtype=torch.float64)
+        documents, *tokens = self.accelerator.reduce(local.to(self.accelerator.device), "sum").tolist()
+        per_source = {name: int(n) for name, n in zip(stream.source_names, tokens, strict=True)}
+        return {"documents_seen": int(documents), "tokens_per_source": per_source}
 
     def _count_tokens(self) -> None:
         """Add the real tokens all ranks processed since the last call to tokens_seen."""
