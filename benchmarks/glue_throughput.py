@@ -67,7 +67,7 @@ def rows_per_second(size: str, bench: BenchConfig, args: TrainingArguments, rows
 def recipe_arguments(bench: BenchConfig, out: Path) -> GlueTrainingArguments:
     return GlueTrainingArguments(
         output_dir=str(out), per_device_train_batch_size=bench.batch_size, max_steps=bench.steps + 2,
-        logging_steps=1000, save_strategy="no", disable_tqdm=True,
+        logging_steps=1000, save_strategy="no", disable_tqdm=True, mixed_precision="no",  # like for like: fp32
     )  # fmt: skip
 
 
