@@ -1,7 +1,7 @@
-"""Pretrain BERT (masked LM + next sentence prediction) from a fresh BertConfig.
+"""Pretrain BERT (masked LM + next sentence prediction) from a fresh BertConfig, or continue an existing BERT.
 
     accelerate launch --config_file accelerate_configs/cpu.yaml recipes/pretrain.py \
-        --config recipes/configs/bert-tiny.yaml [--key value ...]
+        --config recipes/configs/bert-tiny.yaml --train_files corpus.jsonl.gz [--key value ...]
     python recipes/pretrain.py --config recipes/configs/demo.yaml --output_dir runs/demo/bert
 """
 
