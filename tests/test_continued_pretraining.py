@@ -113,8 +113,8 @@ def test_masked_lm_checkpoint_warns_once_naming_the_new_nsp_head(masked_lm_check
     assert "MLM head" not in warnings[0]
     assert "LOAD REPORT" not in result.stderr and "MISSING" not in result.stderr
     # encoder and MLM head are the full checkpoint's, and loading leaves the dropout masks alone: same MLM loss
+    # (both NSP heads, trained 100 steps or fresh, sit near ln 2: the fresh weights are compared in the test above)
     assert first_record(out)["mlm_loss"] == pytest.approx(first_record(continued_run)["mlm_loss"], abs=1e-6)
-    assert first_record(out)["nsp_loss"] != pytest.approx(first_record(continued_run)["nsp_loss"], abs=1e-3)
 
 
 def test_phase2_config_continues_at_length_512_from_a_length_64_checkpoint(source_checkpoint, tmp_path):
