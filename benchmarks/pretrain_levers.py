@@ -12,6 +12,7 @@ checkpointing at length 512, with the activation memory it saves (bytes autograd
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -135,8 +136,7 @@ def step_function(lever: Lever, size: str, saved: SavedActivations) -> Callable[
 
 
 def time_lever(lever: Lever, bench: BenchConfig, batch_size: int, seq_length: int) -> dict:
-    """Fastest step after 3 warm-up steps (compilation, first bf16 kernels): on a shared machine interference only
-    adds time, so the minimum is the lever's own cost; and activation bytes. Every step's time is kept."""
+    """Median seconds per step after 3 warm-up steps (compilation, first bf16 kernels), and activation bytes."""
     threads = torch.get_num_threads()
     torch.set_num_threads(lever.threads or threads)
     saved = SavedActivations()
@@ -152,11 +152,11 @@ def time_lever(lever: Lever, bench: BenchConfig, batch_size: int, seq_length: in
             seconds.append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
-    fastest = min(seconds[3:])
+    median = statistics.median(seconds[3:])
     return {
         "lever": lever.name,
-        "seconds_per_step": fastest,
-        "tokens_per_second": batch_size * seq_length / fastest,
+        "seconds_per_step": median,
+        "tokens_per_second": batch_size * seq_length / median,
         "activation_megabytes": saved.bytes / 1e6,
         "raw_seconds": seconds,
     }
