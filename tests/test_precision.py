@@ -58,6 +58,6 @@ def test_bf16_run_resumes_with_identical_losses(tokenizer_dir, tmp_path):
     shutil.copytree(whole / "checkpoint-4", resumed / "checkpoint-4")
     pretrain_in_process(tiny_args(tokenizer_dir, resumed, *args, "--resume_from_checkpoint", "latest"))
     expected, got = losses_by_step(whole), losses_by_step(resumed)
-    assert sorted(got) == list(range(1, 9))
+    assert sorted(got) == [5, 6, 7, 8]
     for step in range(5, 9):
         assert got[step] == pytest.approx(expected[step], abs=1e-6), step
