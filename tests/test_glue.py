@@ -39,8 +39,14 @@ from bert_recipes.glue import (
     run_glue,
 )
 from bert_recipes.glue.data import HUB_DATASET, load_glue_dir, load_hub, load_task_data, tasks_to_run, tokenize
-from bert_recipes.glue.finetune import load_checked_tokenizer, load_model, predict, prediction_trainer
-from bert_recipes.glue.report import task_score
+from bert_recipes.glue.finetune import (
+    compute_metrics,
+    load_checked_tokenizer,
+    load_model,
+    predict,
+    prediction_trainer,
+)
+from bert_recipes.glue.report import RunRecord, summarize_runs, task_score
 from tests.conftest import GLUE_SAMPLES, REPO_ROOT
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "glue"
@@ -505,3 +511,13 @@ def test_the_hub_out_of_reach_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(UsageError, match=r"GLUE sst2 could not be loaded from the Hub .* pass --data_dir"):
         load_hub("sst2")
+
+
+def test_constant_predictions_score_zero_correlation_and_never_win_the_learning_rate_choice():
+    collapsed = compute_metrics("stsb", "validation", np.full(4, 2.5), [0.0, 1.0, 4.0, 5.0])
+    assert collapsed == {"pearson": 0.0, "spearmanr": 0.0}
+    learned = {"pearson": 0.3, "spearmanr": 0.2}
+    runs = [RunRecord(1e-5, seed, {"pearson": -0.1, "spearmanr": -0.1}) for seed in (1, 2, 3)]
+    runs += [RunRecord(5e-3, 1, collapsed), RunRecord(5e-3, 2, learned), RunRecord(5e-3, 3, learned)]
+    result = summarize_runs(runs)
+    assert (result.learning_rate, result.kept_seed) == (5e-3, 2) and result.median == learned

@@ -139,7 +139,12 @@ def predict(predictor: Trainer, split: datasets.Dataset, task: Task) -> np.ndarr
 def compute_metrics(name: str, split: str, predictions: np.ndarray, references: list) -> dict[str, float]:
     metric = evaluate.load(GLUE_METRIC, config_name=name, keep_in_memory=True)
     scores = metric.compute(predictions=predictions, references=references)
-    return {f"{metric_name}{SPLIT_SUFFIX.get(split, '')}": float(v) for metric_name, v in scores.items()}
+    # constant predictions have no correlation: scipy says NaN, which sorts anywhere and breaks the median and
+    # the learning-rate choice; score it 0, as sklearn's Matthews coefficient does for a constant predictor
+    return {
+        f"{metric_name}{SPLIT_SUFFIX.get(split, '')}": 0.0 if np.isnan(v) else float(v)
+        for metric_name, v in scores.items()
+    }
 
 
 def evaluation_metrics(name: str):
@@ -289,19 +294,16 @@ def run_glue(config: GlueConfig) -> dict[str, TaskResult]:
 
 
 def majority_baseline(config: GlueConfig, task: str) -> dict[str, float]:
-    """The dev metrics of always predicting the most frequent training label.
-
-    STS-B has no most frequent label, and a constant has no correlation with anything: its baseline is 0.
-    """
+    """The dev metrics of always predicting the most frequent training label (STS-B: the mean score, whose
+    correlation with anything is 0)."""
     if task not in TASKS:
         raise UsageError(f"majority_baseline takes one task of {', '.join(TASKS)}, not '{task}'")
     spec = TASKS[task]
     data = load_task_data(config.task, task)
-    if spec.is_regression:
-        return {f"{m}{SPLIT_SUFFIX.get(s, '')}": 0.0 for s, _ in spec.dev_files for m in spec.metrics}
-    majority = int(np.bincount(np.asarray(data["train"]["label"]), minlength=spec.num_labels).argmax())
+    labels = np.asarray(data["train"]["label"])
+    constant = labels.mean() if spec.is_regression else np.bincount(labels, minlength=spec.num_labels).argmax()
     metrics: dict[str, float] = {}
     for split, _ in spec.dev_files:
         references = data[split]["label"]
-        metrics.update(compute_metrics(task, split, np.full(len(references), majority), references))
+        metrics.update(compute_metrics(task, split, np.full(len(references), constant), references))
     return metrics
