@@ -22,6 +22,7 @@ from transformers import (
     pipeline,
 )
 
+from bert_recipes import checkpointing as ckpt
 from bert_recipes.config import parse_config
 from bert_recipes.corpus import CorpusConfig
 from bert_recipes.modeling import ModelConfig
@@ -185,6 +186,21 @@ def test_overwrite_output_dir_starts_over(tokenizer_dir, tmp_path):
     for folder in (out, out / "checkpoint-2", out / "checkpoint-4"):
         assert "seed: 8" in (folder / "training_args.yaml").read_text(), folder
     assert not (out / "nonfinite-step-3-rank0.pt").exists()
+
+
+def test_save_every_seconds_checkpoints_at_the_first_step_past_each_interval(tokenizer_dir, tmp_path):
+    out, interval = tmp_path / "run", 0.1
+    timed = ("--save_steps", "0", "--eval_steps", "0", "--save_total_limit", "0", "--max_steps", "30")
+    pretrain_in_process(tiny_args(tokenizer_dir, out, *timed, "--save_every_seconds", str(interval)))
+    elapsed = {r["step"]: r["elapsed_seconds"] for r in read_metrics(out)}
+    saved = {int(p.name.split("-")[1]): ckpt.read_trainer_state(p)["elapsed_seconds"] for p in out.glob("checkpoint-*")}
+    assert max(saved) == 30  # the final one
+    timed_saves = sorted((step, seconds) for step, seconds in saved.items() if step < 30)
+    assert len(timed_saves) >= 2
+    marks = [int(seconds // interval) for _, seconds in timed_saves]
+    assert marks == sorted(set(marks))
+    for (step, seconds), mark in zip(timed_saves, marks, strict=True):
+        assert elapsed.get(step - 1, 0.0) < mark * interval <= seconds
 
 
 def copy_checkpoint(run: Path, tmp_path: Path) -> Path:

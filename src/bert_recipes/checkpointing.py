@@ -133,6 +133,11 @@ def read_json(path: Path) -> dict[str, Any]:
         raise UsageError(f"'{path}' cannot be read ({err}): the checkpoint is corrupt, resume from another") from None
 
 
+def read_trainer_state(checkpoint: Path) -> dict[str, Any]:
+    """A checkpoint's step, epoch, tokens seen and training seconds, as it was saved."""
+    return read_json(checkpoint / STATE_DIR / TRAINER_STATE)
+
+
 def commit_checkpoint(temp_dir: Path, final_dir: Path, trainer_state: dict[str, Any]) -> None:
     """Write the completion marker, then rename: a crash before the rename leaves only a temp dir."""
     write_json(temp_dir / STATE_DIR / TRAINER_STATE, trainer_state)

@@ -17,7 +17,7 @@ import torch
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from bert_recipes.checkpointing import STATE_DIR, TRAINER_STATE, list_checkpoints
+from bert_recipes.checkpointing import list_checkpoints, read_trainer_state
 from bert_recipes.hub import REPO_ID
 
 GLUE_DATASET = "nyu-mll/glue"
@@ -66,12 +66,12 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [r for r in records if isinstance(r, dict) and "step" in r]
 
 
-def read_trainer_state(output_dir: Path) -> dict[str, Any]:
+def newest_trainer_state(output_dir: Path) -> dict[str, Any]:
     """The newest checkpoint's trainer state: elapsed seconds, tokens seen, processes."""
     checkpoints = list_checkpoints(output_dir)
     if not checkpoints:
         return {}
-    return json.loads((checkpoints[-1] / STATE_DIR / TRAINER_STATE).read_text(encoding="utf-8"))
+    return read_trainer_state(checkpoints[-1])
 
 
 def final_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
@@ -232,7 +232,7 @@ def pretraining_card(
         tokenizer=tokenizer_facts(out),
         training_data=data,
         hyperparameters={k: args[k] for k in PRETRAINING_HYPERPARAMETERS if k in args},
-        compute=compute_used(read_trainer_state(out), records),
+        compute=compute_used(newest_trainer_state(out), records),
         metrics={name: f"{value:.4f}" for name, value in final_metrics(records).items()},
         curve=training_curve(records, out),
         glue=glue_rows(glue_results),

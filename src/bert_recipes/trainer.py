@@ -69,6 +69,9 @@ class TrainConfig:
     logging_steps: int = field(default=10, metadata={"help": "Log loss, lr and tokens/s every N steps."})
     eval_steps: int = field(default=100, metadata={"help": "Evaluate on held-out documents every N steps (0: never)."})
     save_steps: int = field(default=500, metadata={"help": "Write checkpoint-STEP every N steps (0: only at the end)."})
+    save_every_seconds: float = field(
+        default=0.0, metadata={"help": "Also write a checkpoint every N seconds of training (0: never)."}
+    )
     save_total_limit: int = field(default=3, metadata={"help": "Checkpoints kept (0: all)."})
     report_to: str = field(default="tensorboard", metadata={"help": "Accelerate trackers: tensorboard, wandb, none."})
     skip_nan_steps: int = field(default=0, metadata={"help": "Steps with a NaN/inf loss to skip before stopping."})
@@ -238,6 +241,7 @@ class Pretrainer:
         self.eval_batches: list[dict[str, torch.Tensor]] = []
         self.pending_tokens = torch.zeros((), dtype=torch.float64)
         self.last_saved_step = -1
+        self.time_mark = 0  # whole --save_every_seconds intervals of training time passed at the last check
         self._clock = time.perf_counter()
 
     # ---- the loop ---------------------------------------------------------------------------------------------
@@ -247,6 +251,7 @@ class Pretrainer:
         stop, window, eval_metrics = StopRequest(), LogWindow(), {}
         bar = tqdm(total=t.max_steps, initial=self.state.step, disable=not acc.is_local_main_process, unit="step")
         self._clock = time.perf_counter()
+        self.time_mark = int(self._elapsed() // t.save_every_seconds) if t.save_every_seconds > 0 else 0
         self.model.train()
         # every stopping rule is checked before the next batch is drawn, so the saved stream position is exact
         while not any_rank(acc, self.state.step >= t.max_steps or self._out_of_time() or stop.requested):
@@ -272,7 +277,7 @@ class Pretrainer:
                 record = {"step": self.state.step, **record, **eval_metrics}
             if record:
                 metrics_log.write(record)
-            if t.save_steps > 0 and self.state.step % t.save_steps == 0:
+            if self._save_due():
                 self._save_checkpoint()
         bar.close()
         self._finish()
@@ -319,6 +324,18 @@ class Pretrainer:
 
     def _due(self, every: int) -> bool:
         return every > 0 and (self.state.step % every == 0 or self.state.step == self.train_cfg.max_steps)
+
+    def _save_due(self) -> bool:
+        t = self.train_cfg
+        if t.save_steps > 0 and self.state.step % t.save_steps == 0:
+            return True
+        if t.save_every_seconds <= 0:
+            return False
+        # a clock differs between ranks: one rank past the mark makes every rank save
+        mark = int(self._elapsed() // t.save_every_seconds)
+        due = any_rank(self.accelerator, mark > self.time_mark)
+        self.time_mark = max(self.time_mark, mark)
+        return due
 
     def _out_of_time(self) -> bool:
         budget = self.train_cfg.max_train_time
@@ -378,6 +395,7 @@ class Pretrainer:
             "learning_rate": self.scheduler.get_last_lr()[0],
             "tokens_per_second": tokens_per_second,
             "tokens_seen": self.state.tokens_seen,
+            "elapsed_seconds": self._elapsed(),
             # this rank's time blocked on the data pipeline: above a few percent, training is starved
             "data_wait_fraction": data_wait,
             **self._data_counts(),
@@ -438,7 +456,7 @@ class Pretrainer:
         ckpt.load_accelerate_state(acc, path)
         state_dir = path / ckpt.STATE_DIR
         self.scheduler.load_state_dict(ckpt.read_json(state_dir / ckpt.SCHEDULER_STATE))
-        saved = ckpt.read_json(state_dir / ckpt.TRAINER_STATE)
+        saved = ckpt.read_trainer_state(path)
         self.state = TrainerState(**{**saved, "world_size": acc.num_processes})
         self.last_saved_step = self.state.step
         if saved.get("world_size", 1) == acc.num_processes:
