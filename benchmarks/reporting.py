@@ -39,7 +39,9 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def save_result(name: str, result: dict[str, Any], header: list[str], rows: list[list[Any]]) -> Path:
+def save_result(
+    name: str, result: dict[str, Any], header: list[str], rows: list[list[Any]], directory: Path = RESULTS_DIR
+) -> Path:
     """Write the record and print its table; `rows` are formatted cells, `result` the raw numbers behind them."""
     record = {
         "name": name,
@@ -49,8 +51,8 @@ def save_result(name: str, result: dict[str, Any], header: list[str], rows: list
         **result,
         "table": {"header": header, "rows": [[str(cell) for cell in row] for row in rows]},
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(markdown_table(header, rows))
     return path
