@@ -239,7 +239,8 @@ def main() -> None:
     header = ["run", "peak LR", "steps (of schedule)", "final held-out MLM loss", "perplexity", "NSP accuracy",
               "minutes to (a)'s final loss"]  # fmt: skip
     rows = [
-        [SIDES[r["side"]] + (" (chosen)" if r["chosen"] else ""), f"{r['learning_rate']:g}", f"{r['steps']:,} ({r['max_steps']:,})",
+        [SIDES[r["side"]] + (" (chosen)" if r["chosen"] else ""), f"{r['learning_rate']:g}",
+         f"{r['steps']:,} ({r['max_steps']:,})",
          f"{final_loss(r):.3f}", f"{np.exp(final_loss(r)):.1f}",
          f"{r['held_out_nsp_accuracy']:.3f}" if "held_out_nsp_accuracy" in r else "-",
          "never" if r["seconds_to_baseline_loss"] is None else f"{r['seconds_to_baseline_loss'] / 60:.1f}"]
