@@ -21,6 +21,7 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from safetensors.torch import load_file
 
 from bert_recipes.errors import UsageError, run_cli
+from bert_recipes.glue.report import RunRecord, summarize_runs, write_glue_results
 from bert_recipes.hub import CheckpointPusher, HubConfig, check_hub_access, push_folder
 from bert_recipes.model_card import pretraining_card
 from tests.conftest import DEMO_CORPUS, REPO_ROOT
@@ -139,6 +140,10 @@ def test_recipe_reports_bad_input_on_one_line_with_exit_code_2(hub, tmp_path, ca
     assert exit_code.value.code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and "is not a folder" in error and "\n" not in error
+    with pytest.raises(SystemExit) as exit_code:
+        run_cli(main_of_push_recipe(), [str(tmp_path), "--hub_model_id", "alice/x", "--glue_results_file", "nope"])
+    error = capsys.readouterr().err.strip()
+    assert exit_code.value.code == 2 and error.startswith("error: --glue_results_file 'nope' cannot be read as JSON")
 
 
 def main_of_push_recipe():
@@ -305,8 +310,16 @@ def test_push_to_hub_recipe_pushes_a_finished_run_later(hub, tiny_bert_dir, tmp_
     run = make_run(tiny_bert_dir, tmp_path)
     make_checkpoint(run, 4)
     env = hub_env(hub, tmp_path / "hf-home")
+    write_glue_results(tmp_path / "glue", {"rte": summarize_runs([RunRecord(2e-5, 1, {"accuracy": 0.625})])})
+    scores = {"model_name_or_path": str(run), "eval_mlm_loss": 4.5, "eval_perplexity": 90.0,
+              "eval_mlm_accuracy": 0.25, "eval_masked_tokens": 960, "eval_sequences": 100}  # fmt: skip
+    settings = {"validation_files": ["held_out.txt"], "max_seq_length": 64, "mlm_probability": 0.15, "seed": 0}
+    (tmp_path / "mlm_eval.json").write_text(json.dumps({"settings": settings, "results": [scores]}))
+    results = ["--glue_results_file", str(tmp_path / "glue" / "glue_results.json"),
+               "--mlm_eval_file", str(tmp_path / "mlm_eval.json")]  # fmt: skip
     pushed = subprocess.run(
-        [sys.executable, str(PUSH_RECIPE), str(run), "--hub_model_id", "run-later", "--hub_private_repo", "true"],
+        [sys.executable, str(PUSH_RECIPE), str(run), "--hub_model_id", "run-later", "--hub_private_repo", "true",
+         *results],
         capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT,
     )  # fmt: skip
     assert pushed.returncode == 0, pushed.stderr[-3000:]
@@ -316,7 +329,10 @@ def test_push_to_hub_recipe_pushes_a_finished_run_later(hub, tiny_bert_dir, tmp_
     files = set(hub.state.files("alice/run-later"))
     assert {"model.safetensors", "config.json", "tokenizer.json", "README.md", "training_curve.png"} <= files
     assert not [p for p in files if "/" in p or p.endswith((".bin", ".pth", ".pkl"))]
-    assert "compute" in ModelCard(hub.state.files("alice/run-later")["README.md"].decode()).text.lower()
+    card = ModelCard(hub.state.files("alice/run-later")["README.md"].decode())
+    assert "compute" in card.text.lower() and "| rte | accuracy | 62.50 | - | 1 |" in card.text
+    assert "| `held_out.txt` | 100 x 64 | 960 (15%, seed 0) | 4.5000 | 90.00 | 0.2500 |" in card.text
+    assert [(r.dataset_config, r.metric_value) for r in card.data.eval_results] == [("rte", 62.5)]
     assert no_token_in(pushed.stdout, pushed.stderr, folders=(tmp_path,))
 
 

@@ -10,6 +10,9 @@ import yaml
 from huggingface_hub import ModelCard, metadata_load
 from transformers import BertConfig, BertModel
 
+from bert_recipes.errors import UsageError
+from bert_recipes.evaluation import HeldOutDataConfig, MlmEvalConfig, evaluate_checkpoints, write_results
+from bert_recipes.glue.report import RunRecord, summarize_runs, write_glue_results
 from bert_recipes.model_card import (
     card_for_folder,
     finetuning_card,
@@ -28,9 +31,18 @@ def saved(card: ModelCard, path) -> ModelCard:
     return ModelCard.load(path / "README.md")
 
 
+def glue_summary(tmp_path) -> dict:
+    """glue_results.json as recipes/finetune_glue.py writes it: RTE over three seeds, MRPC over one."""
+    rte = [RunRecord(2e-5, 1, {"accuracy": 0.5523}), RunRecord(2e-5, 2, {"accuracy": 0.5}),
+           RunRecord(2e-5, 3, {"accuracy": 0.6}), RunRecord(5e-5, 1, {"accuracy": 0.4})]  # fmt: skip
+    mrpc = [RunRecord(2e-5, 42, {"accuracy": 0.7, "f1": 0.81})]
+    write_glue_results(tmp_path / "glue", {"rte": summarize_runs(rte), "mrpc": summarize_runs(mrpc)})
+    return json.loads((tmp_path / "glue" / "glue_results.json").read_text())
+
+
 def test_pretraining_card_metadata_parses_back_with_the_glue_model_index(tiny_bert_dir, tmp_path):
     run = make_run(tiny_bert_dir, tmp_path)
-    card = saved(pretraining_card(run, "alice/tiny-bert", glue_results=GLUE), tmp_path)
+    card = saved(pretraining_card(run, "alice/tiny-bert", glue=glue_summary(tmp_path)), tmp_path)
     meta = metadata_load(tmp_path / "README.md")
     assert (meta["license"], meta["language"], meta["library_name"]) == ("apache-2.0", "en", "transformers")
     assert meta["pipeline_tag"] == "fill-mask" and {"bert", "fill-mask", "next-sentence-prediction"} <= set(
@@ -41,7 +53,28 @@ def test_pretraining_card_metadata_parses_back_with_the_glue_model_index(tiny_be
     assert all(
         r.dataset_type == "nyu-mll/glue" and r.task_type == "text-classification" for r in card.data.eval_results
     )
-    assert "| rte | accuracy | 55.23 |" in card.text and "learning_rate | 2e-05" not in card.text
+    # the median of the chosen learning rate's three seeds, their range, and the seed count
+    assert "| rte | accuracy | 55.23 | 50.00-60.00 | 3 |" in card.text
+    assert "| mrpc | f1 | 81.00 | - | 1 |" in card.text
+
+
+def test_pretraining_card_shows_the_models_own_held_out_mlm_scores(tiny_bert_dir, tmp_path):
+    run = make_run(tiny_bert_dir, tmp_path)
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("The cat sat on the mat. It was warm there.\nA dog ran by. It did not stop. Then rain.\n" * 8)
+    scores = tmp_path / "mlm_eval.json"
+    config = MlmEvalConfig([str(tiny_bert_dir), str(run)], [str(held_out)], output_file=str(scores))
+    data = HeldOutDataConfig(max_seq_length=32, eval_examples=16)
+    results = evaluate_checkpoints(config, data)
+    write_results(scores, results, config, data)
+    mine = results[1]
+    text = pretraining_card(run, "alice/tiny-bert", mlm_eval=json.loads(scores.read_text())).text
+    assert "### Held-out masked language modelling" in text and "`held_out.txt`" in text
+    assert f"| {mine['eval_mlm_loss']:.4f} | {mine['eval_perplexity']:.2f} | {mine['eval_mlm_accuracy']:.4f} |" in text
+    assert f"{mine['eval_masked_tokens']:,} (15%, seed 0)" in text
+    others = {"settings": json.loads(scores.read_text())["settings"], "results": [results[0], results[0]]}
+    with pytest.raises(UsageError, match="scores 2 other models, not"):
+        pretraining_card(run, "alice/tiny-bert", mlm_eval=others)
 
 
 def test_pretraining_card_body_has_architecture_compute_metrics_and_curve(tiny_bert_dir, tmp_path):

@@ -18,6 +18,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from bert_recipes.checkpointing import list_checkpoints, read_trainer_state
+from bert_recipes.errors import UsageError
 from bert_recipes.hub import REPO_ID
 
 GLUE_DATASET = "nyu-mll/glue"
@@ -118,6 +119,46 @@ def glue_rows(results: dict[str, dict[str, float]] | None) -> list[dict[str, str
     ]
 
 
+def glue_summary_rows(summary: dict[str, Any] | None) -> list[dict[str, str]]:
+    """glue_results.json's numbers (recipes/finetune_glue.py): each metric's median over the seeds of the chosen
+    learning rate, their min-max and how many seeds there were."""
+    rows = []
+    for task, result in (summary or {}).get("runs", {}).items():
+        seeds = sum(run["learning_rate"] == result["learning_rate"] for run in result["runs"])
+        for name, value in result["median"].items():
+            spread = f"{100 * result['low'][name]:.2f}-{100 * result['high'][name]:.2f}" if seeds > 1 else "-"
+            rows.append(
+                {"task": task, "metric": name, "value": f"{100 * value:.2f}", "range": spread, "seeds": str(seeds)}
+            )
+    return rows
+
+
+def held_out_mlm(mlm_eval: dict[str, Any] | None, output_dir: Path) -> dict[str, str] | None:
+    """This model's row of an evaluate_mlm.py JSON file, with the held-out text and masking it was scored on."""
+    if not mlm_eval:
+        return None
+    records = mlm_eval["results"]
+    mine = [r for r in records if Path(r["model_name_or_path"]).resolve() == output_dir.resolve()]
+    if not mine and len(records) > 1:
+        raise UsageError(
+            f"the MLM evaluation scores {len(records)} other models, not '{output_dir}': run "
+            f"recipes/evaluate_mlm.py --model_name_or_path {output_dir} and pass its output file"
+        )
+    record, settings = (mine or records)[0], mlm_eval["settings"]
+    row = {
+        "held-out text": ", ".join(f"`{Path(f).name}`" for f in settings["validation_files"]),
+        "sequences x length": f"{record['eval_sequences']:,} x {settings['max_seq_length']}",
+        "masked tokens": f"{record['eval_masked_tokens']:,} ({settings['mlm_probability']:.0%}, "
+        f"seed {settings['seed']})",
+        "MLM loss": f"{record['eval_mlm_loss']:.4f}",
+        "perplexity": f"{record['eval_perplexity']:.2f}",
+        "MLM accuracy": f"{record['eval_mlm_accuracy']:.4f}",
+    }
+    if "eval_nsp_accuracy" in record:
+        row["NSP accuracy"] = f"{record['eval_nsp_accuracy']:.4f}"
+    return row
+
+
 def glue_eval_results(results: dict[str, dict[str, float]] | None) -> list[EvalResult] | None:
     found = [
         EvalResult(
@@ -192,11 +233,16 @@ def parameter_count(config: dict[str, Any]) -> int:
 def pretraining_card(
     output_dir: str | Path,
     repo_id: str | None = None,
-    glue_results: dict[str, dict[str, float]] | None = None,
+    glue: dict[str, Any] | None = None,
+    mlm_eval: dict[str, Any] | None = None,
     language: str = "en",
     license: str = "apache-2.0",
 ) -> ModelCard:
-    """The card of a pretrained model; also writes training_curve.png into output_dir when there are metrics."""
+    """The card of a pretrained model; also writes training_curve.png into output_dir when there are metrics.
+
+    `glue` is a glue_results.json of recipes/finetune_glue.py run on this model, `mlm_eval` the JSON file of
+    recipes/evaluate_mlm.py scoring it; each adds its section.
+    """
     out = Path(output_dir)
     repo_id = repo_id or out.resolve().name
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
@@ -212,7 +258,7 @@ def pretraining_card(
         tags=["bert", "fill-mask", "masked-lm", *(["next-sentence-prediction"] if nsp else []), "bert-recipes"],
         datasets=datasets_used,
         model_name=repo_id,
-        eval_results=glue_eval_results(glue_results),
+        eval_results=glue_eval_results((glue or {}).get("tasks")),
     )
     return ModelCard.from_template(
         card_data,
@@ -235,7 +281,8 @@ def pretraining_card(
         compute=compute_used(newest_trainer_state(out), records),
         metrics={name: f"{value:.4f}" for name, value in final_metrics(records).items()},
         curve=training_curve(records, out),
-        glue=glue_rows(glue_results),
+        held_out=held_out_mlm(mlm_eval, out),
+        glue=glue_summary_rows(glue),
     )
 
 
@@ -302,10 +349,18 @@ def tokenizer_card(
     )
 
 
-def card_for_folder(folder: str | Path, repo_id: str | None = None) -> ModelCard:
-    """The card that fits what a folder holds: a GLUE fine-tune, a pretrained model or a tokenizer alone."""
+def card_for_folder(
+    folder: str | Path,
+    repo_id: str | None = None,
+    glue: dict[str, Any] | None = None,
+    mlm_eval: dict[str, Any] | None = None,
+) -> ModelCard:
+    """The card that fits what a folder holds: a GLUE fine-tune, a pretrained model (with the GLUE and held-out MLM
+    results given) or a tokenizer alone."""
     out = Path(folder)
     if not (out / "config.json").is_file():
+        if glue or mlm_eval:
+            raise UsageError(f"'{out}' holds no model: GLUE and MLM results go on a pretrained model's card")
         return tokenizer_card(out, repo_id)
     architectures = json.loads((out / "config.json").read_text(encoding="utf-8")).get("architectures") or []
     results_file = out / "eval_results.json"
@@ -313,4 +368,4 @@ def card_for_folder(folder: str | Path, repo_id: str | None = None) -> ModelCard
         results = json.loads(results_file.read_text(encoding="utf-8"))
         base_model = read_run_args(out).get("model_name_or_path", "a BERT checkpoint")
         return finetuning_card(out, {out.name: results}, base_model, repo_id)
-    return pretraining_card(out, repo_id)
+    return pretraining_card(out, repo_id, glue, mlm_eval)
