@@ -28,8 +28,7 @@ from transformers import AutoTokenizer
 
 from bert_recipes.config import parse_config
 from bert_recipes.corpus import CorpusConfig
-from bert_recipes.masking import PretrainingCollator
-from bert_recipes.pretraining_data import DataConfig, batches_of, build_pretraining_datasets
+from bert_recipes.pretraining_data import DataConfig, batches_of, build_pretraining_datasets, masking_collator
 
 
 @dataclass
@@ -65,7 +64,7 @@ def resident_mb() -> float:
 def memory_while_streaming(corpus: str, chars: int, bench: BenchConfig, tokenizer) -> dict:
     data = DataConfig(max_seq_length=128, eval_every_nth_document=0)
     stream = build_pretraining_datasets(CorpusConfig(train_files=[corpus]), data, tokenizer, seed=0)[0]
-    collator = PretrainingCollator(tokenizer)
+    collator = masking_collator(tokenizer, data, seed=0)
     batches = (collator(examples) for examples in batches_of(stream, bench.batch_size))
     # the tokens this much text yields, estimated at ~4.5 characters per token, only paces the samples
     expected_batches = chars / 4.5 / (bench.batch_size * 128)

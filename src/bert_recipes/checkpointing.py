@@ -179,8 +179,9 @@ def clear_previous_run(output_dir: str | Path) -> None:
             path.unlink()
 
 
-def data_state_path(state_dir: Path, rank: int) -> Path:
-    return state_dir / f"data_state_rank{rank}.json"
+def data_state_file(rank: int) -> str:
+    """The name of a rank's stream position inside the checkpoint's state folder."""
+    return f"data_state_rank{rank}.json"
 
 
 def save_checkpoint(

@@ -428,8 +428,7 @@ class Pretrainer:
         self.state.elapsed_seconds += now - self._clock
         self._clock = now
         self.state.epoch = self.stream.epoch
-        state_dir = Path(ckpt.STATE_DIR)
-        states = {ckpt.data_state_path(state_dir, acc.process_index).name: self.stream.state_dict()}
+        states = {ckpt.data_state_file(acc.process_index): self.stream.state_dict()}
         if acc.is_main_process:
             states[ckpt.SCHEDULER_STATE] = self.scheduler.state_dict()
         final = ckpt.save_checkpoint(acc, self.output_dir, self.state.step, vars(self.state), states, self.save_model)
@@ -460,7 +459,7 @@ class Pretrainer:
         self.state = TrainerState(**{**saved, "world_size": acc.num_processes})
         self.last_saved_step = self.state.step
         if saved.get("world_size", 1) == acc.num_processes:
-            self.stream.load_state_dict(ckpt.read_json(ckpt.data_state_path(state_dir, acc.process_index)))
+            self.stream.load_state_dict(ckpt.read_json(state_dir / ckpt.data_state_file(acc.process_index)))
         else:
             # stream positions are per rank; with another rank count the shards differ, so start a fresh epoch
             logger.warning(
