@@ -7,7 +7,7 @@ DEMO_DIR ?= runs/demo
 # a large jsonl(.gz) corpus with a text field, for the streaming benchmark
 LARGE_CORPUS ?= ../shared/data/gutenberg-large.jsonl.gz
 
-.PHONY: demo test test-fast style quality bench clean
+.PHONY: demo test test-fast style quality bench bench-quality clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,27 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/glue_parity.py
 	$(BIN)/python benchmarks/streaming_pipeline.py --corpus $(LARGE_CORPUS) --megabytes 5 --steps 20
 	$(BIN)/python benchmarks/deepspeed_memory.py
+	$(BIN)/python benchmarks/report.py
+
+# quality per compute on LARGE_CORPUS (about 2.5 hours on 2 CPU cores): a 30,522-entry tokenizer on all but its last
+# 300 documents, a 60-minute bert-mini, what it buys on GLUE, and the time-budget race against run_mlm.py's way
+QUALITY_DIR ?= runs/quality
+bench-quality: $(STAMP)
+	mkdir -p $(QUALITY_DIR)
+	zcat -f $(LARGE_CORPUS) | head -n -300 | gzip -1 > $(QUALITY_DIR)/train.jsonl.gz
+	zcat -f $(LARGE_CORPUS) | tail -n 300 > $(QUALITY_DIR)/held_out.jsonl
+	$(BIN)/python tokenizer/train_tokenizer.py --train_files $(QUALITY_DIR)/train.jsonl.gz --vocab_size 30522 \
+		--min_frequency 2 --output_dir $(QUALITY_DIR)/tokenizer-30522
+	$(BIN)/python recipes/pretrain.py --config recipes/configs/bert-mini.yaml --train_files $(QUALITY_DIR)/train.jsonl.gz \
+		--tokenizer_name_or_path $(QUALITY_DIR)/tokenizer-30522 --output_dir $(QUALITY_DIR)/bert-mini-60min \
+		--overwrite_output_dir true --max_steps 4400 --max_train_time 3600 --eval_steps 500 --save_steps 1000 \
+		--logging_steps 50 --report_to none
+	$(BIN)/python recipes/evaluate_mlm.py --model_name_or_path $(QUALITY_DIR)/bert-mini-60min \
+		--validation_files $(QUALITY_DIR)/held_out.jsonl --output_file $(QUALITY_DIR)/bert-mini-60min/mlm_eval.json
+	$(BIN)/python benchmarks/glue_pretraining_value.py --model $(QUALITY_DIR)/bert-mini-60min \
+		--work_dir $(QUALITY_DIR)/glue_pretraining_value
+	$(BIN)/python benchmarks/time_to_quality.py --corpus $(LARGE_CORPUS) --tokenizer $(QUALITY_DIR)/tokenizer-30522 \
+		--work_dir $(QUALITY_DIR)/time_to_quality
 	$(BIN)/python benchmarks/report.py
 
 clean:
