@@ -51,14 +51,15 @@ def random_twin(model: Path, out: Path, seed: int) -> Path:
     return out
 
 
-def finetune(bench: ValueBenchConfig, model: Path, out: Path) -> dict[str, TaskResult]:
+def finetune(bench: ValueBenchConfig, model: Path, out: Path, task: str) -> TaskResult:
+    """One task over every seed; runs finished by an earlier, stopped invocation are read back, not redone."""
     config = GlueConfig.from_values(
-        model_name_or_path=str(model), task_name=bench.tasks, data_dir=bench.data_dir, output_dir=str(out),
+        model_name_or_path=str(model), task_name=task, data_dir=bench.data_dir, output_dir=str(out),
         seeds=bench.seeds, learning_rate=bench.learning_rate, num_train_epochs=bench.num_train_epochs,
         per_device_train_batch_size=bench.per_device_train_batch_size, max_seq_length=bench.max_seq_length,
-        save_strategy="no", report_to="none", disable_tqdm=True,
+        save_strategy="no", report_to="none", disable_tqdm=True, resume_from_checkpoint="true",
     )  # fmt: skip
-    return run_glue(config)
+    return run_glue(config)[task]
 
 
 def task_summary(result: TaskResult) -> dict[str, float]:
@@ -77,10 +78,13 @@ def pretraining_facts(model: Path) -> dict:
 def main() -> None:
     (bench,) = parse_config([ValueBenchConfig])
     work, model = Path(bench.work_dir), Path(bench.model)
-    twin = random_twin(model, work / "random-init", bench.init_seed)
-    results = {"pretrained": finetune(bench, model, work / "glue-pretrained")}
-    results["random"] = finetune(bench, twin, work / "glue-random")
-    tasks = list(results["pretrained"])
+    models = {"pretrained": model, "random": random_twin(model, work / "random-init", bench.init_seed)}
+    tasks = bench.tasks.split(",")
+    # task by task, both models: a benchmark stopped early still leaves whole comparisons
+    results = {side: {} for side in models}
+    for task in tasks:
+        for side, source in models.items():
+            results[side][task] = finetune(bench, source, work / f"glue-{side}", task)
     summary = {side: {t: task_summary(r[t]) for t in tasks} for side, r in results.items()}
     average = {side: glue_score({t: r[t].median for t in tasks}) for side, r in results.items()}
     rows = []

@@ -232,22 +232,28 @@ def test_the_learning_rate_is_chosen_by_median_score_and_the_median_seeds_model_
 
 
 def test_load_best_model_at_end_keeps_the_checkpoint_best_on_the_tasks_main_metric(tiny_bert_dir, glue_dir, tmp_path):
-    # STS-B's main metric is Spearman correlation; at this learning rate it falls after the first evaluation
-    config = make_config(
-        tiny_bert_dir, glue_dir, tmp_path, task_name="stsb", max_steps=8, learning_rate=1e-3, eval_strategy="steps",
-        eval_steps=2, save_steps=2, load_best_model_at_end=True,
-    )  # fmt: skip
-    result = run_glue(config)["stsb"]
-    state = json.loads((tmp_path / "stsb" / "runs" / "lr0.001-seed42" / "trainer_state.json").read_text())
-    evaluations = {entry["step"]: entry for entry in state["log_history"] if "eval_spearmanr" in entry}
-    assert sorted(evaluations) == [2, 4, 6, 8]
-    best_step = max(evaluations, key=lambda step: evaluations[step]["eval_spearmanr"])
-    assert best_step != 8 and state["best_metric"] == evaluations[best_step]["eval_spearmanr"]
-    assert state["best_model_checkpoint"].endswith(f"checkpoint-{best_step}")
-    # the kept model is that checkpoint's, not the last step's: its dev numbers are the ones measured at best_step
-    assert result.median["spearmanr"] == pytest.approx(evaluations[best_step]["eval_spearmanr"], abs=1e-9)
-    assert result.median["pearson"] == pytest.approx(evaluations[best_step]["eval_pearson"], abs=1e-9)
-    assert result.median["pearson"] != pytest.approx(evaluations[8]["eval_pearson"], abs=1e-3)
+    # STS-B's main metric is Spearman correlation. Which checkpoint wins depends on the tiny model's random start:
+    # the mechanism is checked on every run, "not the last step's model" on the runs where an earlier one won
+    earlier_won = 0
+    for rate in (1e-4, 2e-4, 5e-4):
+        config = make_config(
+            tiny_bert_dir, glue_dir, tmp_path / f"lr{rate:g}", task_name="stsb", max_steps=8, learning_rate=rate,
+            eval_strategy="steps", eval_steps=2, save_steps=2, load_best_model_at_end=True,
+        )  # fmt: skip
+        result = run_glue(config)["stsb"]
+        run = tmp_path / f"lr{rate:g}" / "stsb" / "runs" / f"lr{rate:g}-seed42"
+        state = json.loads((run / "trainer_state.json").read_text())
+        evaluations = {entry["step"]: entry for entry in state["log_history"] if "eval_spearmanr" in entry}
+        assert sorted(evaluations) == [2, 4, 6, 8]
+        best_step = max(evaluations, key=lambda step: evaluations[step]["eval_spearmanr"])
+        assert state["best_metric"] == evaluations[best_step]["eval_spearmanr"]
+        assert state["best_model_checkpoint"].endswith(f"checkpoint-{best_step}")
+        # the kept model is that checkpoint's: its dev numbers are the ones measured at best_step
+        assert result.median["spearmanr"] == pytest.approx(evaluations[best_step]["eval_spearmanr"], abs=1e-9)
+        assert result.median["pearson"] == pytest.approx(evaluations[best_step]["eval_pearson"], abs=1e-9)
+        if abs(evaluations[best_step]["eval_pearson"] - evaluations[8]["eval_pearson"]) > 1e-3:
+            earlier_won += 1
+    assert earlier_won, "every run's last checkpoint was its best: nothing showed the best one is kept"
 
 
 def finetune_args(model: Path, data_dir: Path, out: Path) -> list[str]:
