@@ -20,10 +20,10 @@ import torch
 from reporting import RESULTS_DIR, save_result
 from transformers import AutoTokenizer, BertConfig, BertForPreTraining
 
-from bert_recipes.checkpointing import list_checkpoints, read_trainer_state
 from bert_recipes.config import parse_config
 from bert_recipes.glue import GlueConfig, TaskResult, glue_score, run_glue
 from bert_recipes.glue.report import task_score
+from bert_recipes.model_card import newest_trainer_state
 from bert_recipes.tokenization import save_tokenizer
 
 
@@ -70,8 +70,7 @@ def task_summary(result: TaskResult) -> dict[str, float]:
 
 def pretraining_facts(model: Path) -> dict:
     """How much pretraining the model had, from its last checkpoint."""
-    checkpoints = list_checkpoints(model)
-    state = read_trainer_state(checkpoints[-1]) if checkpoints else {}
+    state = newest_trainer_state(model)
     return {key: state[key] for key in ("step", "tokens_seen", "elapsed_seconds") if key in state}
 
 
