@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from reporting import RESULTS_DIR, save_result
+from reporting import RESULTS_DIR, median_and_range, save_result
 from transformers import AutoTokenizer, BertConfig, BertForPreTraining
 
 from bert_recipes.config import parse_config
@@ -65,7 +65,7 @@ def finetune(bench: ValueBenchConfig, model: Path, out: Path, task: str) -> Task
 def task_summary(result: TaskResult) -> dict[str, float]:
     """Median and min-max over seeds of the task's score, in points."""
     scores = [100 * task_score(run.metrics) for run in result.runs]
-    return {"median": float(np.median(scores)), "low": min(scores), "high": max(scores), "seeds": len(scores)}
+    return {"median": float(np.median(scores)), "low": min(scores), "high": max(scores), "scores": scores}
 
 
 def pretraining_facts(model: Path) -> dict:
@@ -89,11 +89,16 @@ def main() -> None:
     rows = []
     for t in tasks:
         p, r = summary["pretrained"][t], summary["random"][t]
-        rows.append([t, *(f"{s['median']:.1f} ({s['low']:.1f}-{s['high']:.1f})" for s in (p, r)),
+        rows.append([t, *(median_and_range(s["scores"]) for s in (p, r)),
                      f"{p['median'] - r['median']:+.1f}"])  # fmt: skip
     rows.append(["GLUE-style average", f"{average['pretrained']:.1f}", f"{average['random']:.1f}",
                  f"{average['pretrained'] - average['random']:+.1f}"])  # fmt: skip
-    header = ["task (dev score, median (min-max) over seeds)", "pretrained", "random init", "difference"]
+    header = [
+        f"task (dev score, median (min to max) over {len(bench.seeds.split(','))} seeds)",
+        "pretrained",
+        "random init",
+        "difference",
+    ]
     record = {
         "config": asdict(bench),
         "pretraining": pretraining_facts(model),

@@ -1,21 +1,24 @@
 """Does bf16 cost quality? The same pretraining run (size, data, seed, steps) in fp32 and in bf16, compared on held-out
-masked-LM loss, and the same GLUE sample task fine-tuned in both precisions over several seeds.
+masked-LM loss, and one GLUE sample task fine-tuned from the fp32 model in both precisions over several seeds.
 
     python benchmarks/precision_parity.py --size mini --steps 300 --tokenizer runs/demo/tokenizer
 """
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from accelerate import PartialState
 from pretrain_throughput import pretrain_records
-from reporting import DEMO_CORPUS, REPO_ROOT, save_result
+from reporting import DEMO_CORPUS, REPO_ROOT, median_and_range, save_result
 
 from bert_recipes.config import parse_config
 from bert_recipes.glue import GlueConfig, run_glue
+from bert_recipes.glue.report import task_score
+from bert_recipes.glue.tasks import TASKS
 
 
 @dataclass
@@ -27,9 +30,13 @@ class BenchConfig:
     eval_examples: int = field(default=1024, metadata={"help": "Held-out examples scored at the end."})
     tokenizer: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer directory."})
     corpus: str = field(default=DEMO_CORPUS, metadata={"help": "Corpus to pretrain on."})
-    glue_task: str = field(default="sst2", metadata={"help": "GLUE sample task fine-tuned in both precisions."})
+    glue_task: str = field(
+        default="stsb",
+        metadata={"help": "GLUE sample task fine-tuned in both precisions (STS-B: a regression, the most sensitive)."},
+    )
     glue_seeds: str = field(default="1,2,3", metadata={"help": "Fine-tuning seeds per precision."})
-    glue_epochs: float = field(default=3.0, metadata={"help": "Fine-tuning epochs."})
+    glue_epochs: float = field(default=10.0, metadata={"help": "Fine-tuning epochs."})
+    glue_learning_rate: float = field(default=3e-4, metadata={"help": "Fine-tuning peak learning rate."})
 
 
 def final_eval(precision: str, bench: BenchConfig, out: Path) -> dict:
@@ -47,11 +54,20 @@ def final_eval(precision: str, bench: BenchConfig, out: Path) -> dict:
 def finetune(model_dir: Path, precision: str, bench: BenchConfig, out: Path) -> dict:
     config = GlueConfig.from_values(
         model_name_or_path=str(model_dir), task_name=bench.glue_task, data_dir=str(REPO_ROOT / "data" / "glue"),
-        output_dir=str(out), seeds=bench.glue_seeds, num_train_epochs=bench.glue_epochs, learning_rate=1.0e-4,
-        per_device_train_batch_size=16, max_seq_length=64, mixed_precision=precision, disable_tqdm=True,
+        output_dir=str(out), seeds=bench.glue_seeds, num_train_epochs=bench.glue_epochs,
+        learning_rate=bench.glue_learning_rate, per_device_train_batch_size=16, max_seq_length=128,
+        mixed_precision=precision, save_strategy="no", report_to="none", disable_tqdm=True,
     )  # fmt: skip
     result = run_glue(config)[bench.glue_task]
-    return {"median": result.median, "low": result.low, "high": result.high, "runs": [r.metrics for r in result.runs]}
+    score = {run.seed: task_score(run.metrics) for run in result.runs}
+    return {"median": result.median, "low": result.low, "high": result.high, "score_by_seed": score}
+
+
+def within_seed_noise(a: dict, b: dict) -> bool:
+    """Each side's median score lies inside the other side's min-max over seeds."""
+    spans = [(min(g["score_by_seed"].values()), max(g["score_by_seed"].values())) for g in (a, b)]
+    medians = [statistics.median(g["score_by_seed"].values()) for g in (a, b)]
+    return spans[1][0] <= medians[0] <= spans[1][1] and spans[0][0] <= medians[1] <= spans[0][1]
 
 
 def main() -> None:
@@ -59,23 +75,28 @@ def main() -> None:
     (bench,) = parse_config([BenchConfig])
     with tempfile.TemporaryDirectory() as tmp:
         runs = {precision: final_eval(precision, bench, Path(tmp) / precision) for precision in ("no", "bf16")}
+        # both fine-tunings start from the fp32 model: only the fine-tuning precision differs
+        glue = {p: finetune(Path(tmp) / "no", p, bench, Path(tmp) / f"glue-{p}") for p in ("no", "bf16")}
     fp32, bf16 = runs["no"], runs["bf16"]
     relative = (bf16["eval_mlm_loss"] - fp32["eval_mlm_loss"]) / fp32["eval_mlm_loss"]
-    result = {"config": asdict(bench), "fp32": fp32, "bf16": bf16, "relative_mlm_loss_difference": relative}
-    header = ["precision", "held-out MLM loss", "MLM accuracy", "NSP accuracy", "median tokens/s"]
+    noise = within_seed_noise(glue["no"], glue["bf16"])
+    result = {
+        "config": asdict(bench), "fp32": fp32, "bf16": bf16, "relative_mlm_loss_difference": relative,
+        "glue": {"fp32": glue["no"], "bf16": glue["bf16"], "within_seed_noise": noise},
+    }  # fmt: skip
+    task = TASKS[bench.glue_task].folder
+    header = ["precision", "held-out MLM loss", "MLM accuracy", "NSP accuracy", "median tokens/s",
+              f"{task} dev score, fine-tuned from the fp32 model in this precision (median (min to max), "
+              f"{len(glue['no']['score_by_seed'])} seeds)"]  # fmt: skip
+    points = {precision: [100 * v for v in g["score_by_seed"].values()] for precision, g in glue.items()}
     rows = [
         [name, f"{run['eval_mlm_loss']:.4f}", f"{run['eval_mlm_accuracy']:.4f}", f"{run['eval_nsp_accuracy']:.4f}",
-         f"{run['median_tokens_per_second']:,.0f}"]
-        for name, run in (("fp32", fp32), ("bf16", bf16))
+         f"{run['median_tokens_per_second']:,.0f}", median_and_range(points[precision])]
+        for name, precision, run in (("fp32", "no", fp32), ("bf16", "bf16", bf16))
     ]  # fmt: skip
+    speed = bf16["median_tokens_per_second"] / fp32["median_tokens_per_second"]
     rows.append(
-        [
-            "bf16 vs fp32",
-            f"{relative:+.2%}",
-            "",
-            "",
-            f"{bf16['median_tokens_per_second'] / fp32['median_tokens_per_second']:.2f}x",
-        ]
+        ["bf16 vs fp32", f"{relative:+.2%}", "", "", f"{speed:.2f}x", "within seed noise" if noise else "NOT within"]
     )
     save_result("precision_parity", result, header, rows)
 

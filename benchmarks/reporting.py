@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -31,6 +32,11 @@ def command() -> str:
     script = Path(sys.argv[0]).resolve()
     shown = script.relative_to(REPO_ROOT) if script.is_relative_to(REPO_ROOT) else script
     return " ".join(["python", str(shown), *sys.argv[1:]])
+
+
+def median_and_range(values: list[float]) -> str:
+    """`median (min to max)`, one decimal: "to" because the values may be negative."""
+    return f"{statistics.median(values):.1f} ({min(values):.1f} to {max(values):.1f})"
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

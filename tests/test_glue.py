@@ -150,6 +150,23 @@ def test_predictions_come_back_in_dataset_order(all_tasks, glue_dir):
     np.testing.assert_allclose(got, one_by_one, atol=1e-6)
 
 
+def test_stsb_scores_keep_fp32_resolution_when_the_model_runs_in_bf16(all_tasks, glue_dir):
+    out, _ = all_tasks
+    config = make_config(out / "stsb", glue_dir, out, task_name="stsb", mixed_precision="bf16")
+    tokenizer = AutoTokenizer.from_pretrained(out / "stsb")
+    dev = tokenize(load_task_data(config.task, "stsb"), tokenizer, config.task.max_seq_length)["validation"]
+    plain = AutoModelForSequenceClassification.from_pretrained(out / "stsb").eval()
+    recipe = load_model(config.model, TASKS["stsb"], seed=0).eval()
+    rounded, kept = (
+        predict(prediction_trainer(m, config.training, tokenizer), dev, TASKS["stsb"]) for m in (plain, recipe)
+    )
+    on_bf16_grid = [np.equal(p, torch.tensor(p).bfloat16().float().numpy()) for p in (rounded, kept)]
+    # a bf16 head returns every score on the bf16 grid (steps of ~1e-4 near 0.05: ties in Spearman's ranks)
+    assert on_bf16_grid[0].all()
+    assert on_bf16_grid[1].sum() <= 2
+    assert len(np.unique(kept)) > len(np.unique(rounded))
+
+
 def test_submission_files_follow_the_leaderboard_format(all_tasks, glue_dir):
     out, _ = all_tasks
     nli = {"entailment", "neutral", "contradiction"}

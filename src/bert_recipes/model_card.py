@@ -19,6 +19,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from bert_recipes.checkpointing import list_checkpoints, read_trainer_state
 from bert_recipes.errors import UsageError
+from bert_recipes.glue.report import TaskResult
 from bert_recipes.hub import REPO_ID
 
 GLUE_DATASET = "nyu-mll/glue"
@@ -123,12 +124,18 @@ def glue_summary_rows(summary: dict[str, Any] | None) -> list[dict[str, str]]:
     """glue_results.json's numbers (recipes/finetune_glue.py): each metric's median over the seeds of the chosen
     learning rate, their min-max and how many seeds there were."""
     rows = []
-    for task, result in (summary or {}).get("runs", {}).items():
-        seeds = sum(run["learning_rate"] == result["learning_rate"] for run in result["runs"])
-        for name, value in result["median"].items():
-            spread = f"{100 * result['low'][name]:.2f}-{100 * result['high'][name]:.2f}" if seeds > 1 else "-"
+    for task, saved in (summary or {}).get("runs", {}).items():
+        result = TaskResult.from_dict(saved)
+        for name, value in result.median.items():
+            spread = f"{100 * result.low[name]:.2f}-{100 * result.high[name]:.2f}" if result.seeds > 1 else "-"
             rows.append(
-                {"task": task, "metric": name, "value": f"{100 * value:.2f}", "range": spread, "seeds": str(seeds)}
+                {
+                    "task": task,
+                    "metric": name,
+                    "value": f"{100 * value:.2f}",
+                    "range": spread,
+                    "seeds": str(result.seeds),
+                }
             )
     return rows
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import datasets
 import evaluate
 import numpy as np
+import torch
 from accelerate import PartialState
 from accelerate.logging import get_logger
 from transformers import (
@@ -95,7 +96,7 @@ def load_model(config: CheckpointConfig, task: Task, seed: int) -> PreTrainedMod
         head["label2id"] = {name: i for i, name in enumerate(task.label_names)}
     set_seed(seed)  # before the head is drawn: the Trainer only seeds after the model exists
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
+        model = AutoModelForSequenceClassification.from_pretrained(
             config.model_name_or_path,
             trust_remote_code=config.trust_remote_code,
             # a checkpoint fine-tuned on another task (MNLI before RTE) brings a head of another size
@@ -106,6 +107,26 @@ def load_model(config: CheckpointConfig, task: Task, seed: int) -> PreTrainedMod
         raise UsageError(
             f"weights of '{config.model_name_or_path}' could not be loaded ({type(err).__name__}: {str(err)[:200]})"
         ) from None
+    return head_in_fp32(model)
+
+
+def head_in_fp32(model: PreTrainedModel) -> PreTrainedModel:
+    """Runs the task head (`model.classifier`) outside autocast, in its weights' precision. Under bf16 autocast an
+    STS-B score near 4 comes back in steps of 1/32, which ties Spearman ranks; the head is a sliver of the compute.
+    (Weights cast to bf16, as DeepSpeed does, keep running in bf16.)"""
+    head = getattr(model, "classifier", None)
+    if not isinstance(head, torch.nn.Module):
+        return model
+    mixed_forward = head.forward
+
+    def forward(hidden: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        weights = next(head.parameters()).dtype
+        with torch.autocast(hidden.device.type, enabled=False):
+            return mixed_forward(hidden.to(weights), *args, **kwargs)
+
+    # an instance attribute, as Accelerate wraps forward: parameter names and saved files stay the same
+    head.forward = forward
+    return model
 
 
 # ---- prediction and metrics --------------------------------------------------------------------------------------

@@ -48,6 +48,16 @@ class TaskResult:
     kept_seed: int  # the median-scoring seed, whose model is kept
     runs: list[RunRecord]  # every run, of every learning rate
 
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> TaskResult:
+        """From its JSON form (runs.json, or a task of glue_results.json's `runs`)."""
+        return cls(**{**saved, "runs": [RunRecord(**run) for run in saved["runs"]]})
+
+    @property
+    def seeds(self) -> int:
+        """How many seeds the median and min-max are over: the runs of the chosen learning rate."""
+        return sum(run.learning_rate == self.learning_rate for run in self.runs)
+
 
 def write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
@@ -97,8 +107,7 @@ def summarize_runs(records: list[RunRecord]) -> TaskResult:
 
 
 def read_task_result(task_dir: Path) -> TaskResult:
-    saved = json.loads((task_dir / TASK_RUNS).read_text(encoding="utf-8"))
-    return TaskResult(**{**saved, "runs": [RunRecord(**run) for run in saved["runs"]]})
+    return TaskResult.from_dict(json.loads((task_dir / TASK_RUNS).read_text(encoding="utf-8")))
 
 
 # ---- a task's files ----------------------------------------------------------------------------------------------
@@ -201,11 +210,10 @@ def results_markdown(results: dict[str, TaskResult]) -> str:
     several = any(len(result.runs) > 1 for result in results.values())
     lines = ["| task | metrics (dev) | score | learning rate | seeds |", "|---|---|---|---|---|"]
     for name, r in results.items():
-        seeds = len([run for run in r.runs if run.learning_rate == r.learning_rate])
-        spread = (r.low, r.high) if seeds > 1 else (None, None)
+        spread = (r.low, r.high) if r.seeds > 1 else (None, None)
         lines.append(
             f"| {name} | {format_metrics(r.median, *spread)} | {100 * task_score(r.median):.2f} | "
-            f"{r.learning_rate:g} | {seeds} (model: seed {r.kept_seed}) |"
+            f"{r.learning_rate:g} | {r.seeds} (model: seed {r.kept_seed}) |"
         )
     score = glue_score(medians)
     lines.append(f"| **GLUE score** | average of {len(results)} of {len(TASKS)} tasks | {score:.2f} | | |")
