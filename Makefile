@@ -40,12 +40,13 @@ quality: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/tokenizer_throughput.py
 	$(BIN)/python benchmarks/data_throughput.py
-	$(BIN)/python benchmarks/pretrain_throughput.py --tokenizer $(DEMO_DIR)/tokenizer --sizes small,mini --steps 6
-	$(BIN)/python benchmarks/pretrain_levers.py --size small --steps 5
+	$(BIN)/python benchmarks/pretrain_throughput.py --tokenizer $(DEMO_DIR)/tokenizer --sizes small,mini,base --steps 6
+	$(BIN)/python benchmarks/pretrain_levers.py --sizes small,mini --steps 5
 	$(BIN)/python benchmarks/precision_parity.py --tokenizer $(DEMO_DIR)/tokenizer
 	$(BIN)/python benchmarks/glue_throughput.py --tokenizer $(DEMO_DIR)/tokenizer --sizes small,mini --steps 8
 	$(BIN)/python benchmarks/glue_parity.py
 	$(BIN)/python benchmarks/streaming_pipeline.py --corpus $(LARGE_CORPUS) --megabytes 5 --steps 20
+	$(BIN)/python benchmarks/streaming_memory.py --corpus $(LARGE_CORPUS) --megabytes 300 --tokenizer $(DEMO_DIR)/tokenizer
 	$(BIN)/python benchmarks/deepspeed_memory.py
 	$(BIN)/python benchmarks/report.py
 

@@ -1,12 +1,13 @@
-"""Which speed levers pay on this CPU: one pretraining step of a BERT size, timed with one lever changed at a time.
+"""Which speed levers pay on this CPU: one pretraining step of BERT sizes, timed with one lever changed at a time.
 
 The step is the recipe's own (SparsePretrainingLoss, AdamW with the recipe's parameter groups, gradient clipping) on
 random full-length batches, so the numbers isolate compute; `pretrain_throughput.py` measures the whole recipe.
 Levers: bf16 autocast, eager attention, AdamW variants, torch.compile with the masked count varying per batch and
 with a fixed number of predicted positions (`--max_predictions_per_seq`), intra-op threads; and gradient
-checkpointing at length 512, with the activation memory it saves (bytes autograd keeps for backward).
+checkpointing at length 512 (first size only), with the activation memory it saves (bytes autograd keeps for
+backward).
 
-    python benchmarks/pretrain_levers.py --size small --steps 6
+    python benchmarks/pretrain_levers.py --sizes small,mini --steps 6
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from bert_recipes.trainer import TrainConfig, build_optimizer
 
 @dataclass
 class BenchConfig:
-    size: str = field(default="small", metadata={"help": "BERT size to time."})
+    sizes: str = field(default="small,mini", metadata={"help": "Comma list of BERT sizes to time."})
     steps: int = field(default=6, metadata={"help": "Timed steps per lever (after 3 warm-up steps)."})
     batch_size: int = field(default=32, metadata={"help": "Sequences per step."})
     seq_length: int = field(default=128, metadata={"help": "Tokens per sequence."})
@@ -135,13 +136,13 @@ def step_function(lever: Lever, size: str, saved: SavedActivations) -> Callable[
     return step
 
 
-def time_lever(lever: Lever, bench: BenchConfig, batch_size: int, seq_length: int) -> dict:
+def time_lever(lever: Lever, size: str, bench: BenchConfig, batch_size: int, seq_length: int) -> dict:
     """Median seconds per step after 3 warm-up steps (compilation, first bf16 kernels), and activation bytes."""
     threads = torch.get_num_threads()
     torch.set_num_threads(lever.threads or threads)
     saved = SavedActivations()
     try:
-        step = step_function(lever, bench.size, saved)
+        step = step_function(lever, size, saved)
         seconds = []
         for i in range(bench.steps + 3):
             generator = torch.Generator().manual_seed(i)
@@ -154,6 +155,7 @@ def time_lever(lever: Lever, bench: BenchConfig, batch_size: int, seq_length: in
         torch.set_num_threads(threads)
     median = statistics.median(seconds[3:])
     return {
+        "size": size,
         "lever": lever.name,
         "seconds_per_step": median,
         "tokens_per_second": batch_size * seq_length / median,
@@ -162,21 +164,31 @@ def time_lever(lever: Lever, bench: BenchConfig, batch_size: int, seq_length: in
     }
 
 
+def relative_to_first(rows: list[dict]) -> list[dict]:
+    return [{**row, "vs_recipe": rows[0]["seconds_per_step"] / row["seconds_per_step"]} for row in rows]
+
+
 def main() -> None:
     (bench,) = parse_config([BenchConfig])
-    rows = [time_lever(lever, bench, bench.batch_size, bench.seq_length) for lever in LEVERS]
-    long_rows = [time_lever(lever, bench, bench.checkpointing_batch_size, 512) for lever in CHECKPOINTING]
-    for row in rows:
-        row["vs_recipe"] = rows[0]["seconds_per_step"] / row["seconds_per_step"]
-    for row in long_rows:
-        row["vs_recipe"] = long_rows[0]["seconds_per_step"] / row["seconds_per_step"]
+    sizes = bench.sizes.split(",")
+    rows = [
+        row
+        for size in sizes
+        for row in relative_to_first(
+            [time_lever(lever, size, bench, bench.batch_size, bench.seq_length) for lever in LEVERS]
+        )
+    ]
+    long_rows = relative_to_first(
+        [time_lever(lever, sizes[0], bench, bench.checkpointing_batch_size, 512) for lever in CHECKPOINTING]
+    )
     result = {"config": asdict(bench), "rows": rows, "length_512_rows": long_rows}
-    print(f"{bench.size}: batch {bench.batch_size} x {bench.seq_length}; checkpointing rows: batch "
+    print(f"batch {bench.batch_size} x {bench.seq_length}; checkpointing rows: {sizes[0]}, batch "
           f"{bench.checkpointing_batch_size} x 512")  # fmt: skip
-    header = ["lever", "s/step", "tokens/s", "speed vs first row of its length", "activations kept for backward"]
+    header = ["size", "lever", "s/step", "tokens/s", "speed vs first row of its size and length",
+              "activations kept for backward"]  # fmt: skip
     table = [
-        [r["lever"], f"{r['seconds_per_step']:.3f}", f"{r['tokens_per_second']:,.0f}", f"{r['vs_recipe']:.2f}x",
-         f"{r['activation_megabytes']:,.0f} MB"]
+        [r["size"], r["lever"], f"{r['seconds_per_step']:.3f}", f"{r['tokens_per_second']:,.0f}",
+         f"{r['vs_recipe']:.2f}x", f"{r['activation_megabytes']:,.0f} MB"]
         for r in rows + long_rows
     ]  # fmt: skip
     save_result("pretrain_levers", result, header, table)

@@ -183,3 +183,18 @@ def test_max_predictions_caps_each_row_and_gives_fixed_positions(tokenizer, exam
         # positions dropped by the cap get their own token back
         assert torch.equal(batch["input_ids"][~picked], ids[~picked])
     assert capped_rows > 200
+
+
+def test_batches_are_padded_as_the_tokenizer_pads_them(tokenizer, examples):
+    collator = PretrainingCollator(tokenizer, mlm_probability=0.0)
+    columns = ("input_ids", "token_type_ids", "attention_mask", "next_sentence_label")
+    sizes = set()
+    for group, batch in batches(collator, examples[:300], size=2):
+        expected = tokenizer.pad([{k: e[k] for k in columns} for e in group], pad_to_multiple_of=8, return_tensors="pt")
+        assert set(batch) == {*columns, "labels"}
+        for column in columns:
+            assert batch[column].dtype == expected[column].dtype
+            assert torch.equal(batch[column], expected[column]), column
+        sizes.add(batch["input_ids"].shape[1])
+    # short rows in the groups: padding was exercised, to more than one length
+    assert len(sizes) > 1 and any((b["attention_mask"] == 0).any() for _, b in batches(collator, examples[:300], 2))

@@ -1,6 +1,6 @@
 """Dynamic masking for BERT pretraining: a fresh 80/10/10 mask every time a sequence is seen.
 
-Built on transformers' DataCollatorForLanguageModeling (padding, token-level 80/10/10 masking). What it lacks:
+Built on transformers' DataCollatorForLanguageModeling (token-level 80/10/10 masking). What it lacks:
 its whole-word mode finds words from character offsets, which pairs assembled from several encodings do not
 have, and it drops the 10% random / 10% unchanged split. The pair builder keeps a `word_starts` flag per token
 instead (from the fast tokenizer's word ids, so any fast tokenizer works), and whole words are masked from it.
@@ -14,20 +14,22 @@ torch.compile build one graph instead of one per masked count.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase
-from transformers.data.data_collator import pad_without_fast_tokenizer_warning
-
-MODEL_COLUMNS = ("input_ids", "token_type_ids", "attention_mask", "next_sentence_label")
 
 
-def pad_rows(rows: list[list[int]], length: int, value: int) -> torch.Tensor:
-    out = torch.full((len(rows), length), value, dtype=torch.long)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-    return out
+def pad_rows(rows: Sequence[Sequence[int]], length: int, value: int) -> torch.Tensor:
+    """The rows padded on the right to `length`, through one flat numpy conversion: torch.tensor on nested lists
+    (what tokenizer.pad ends in) took 4x as long and a fifth of the data pipeline's time."""
+    lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+    out = np.full((len(rows), length), value, dtype=np.int64)
+    out[np.arange(length) < lengths[:, None]] = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64)
+    return torch.from_numpy(out)
 
 
 class PretrainingCollator(DataCollatorForLanguageModeling):
@@ -52,12 +54,7 @@ class PretrainingCollator(DataCollatorForLanguageModeling):
         self.generator = torch.Generator().manual_seed(seed)
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        features = [{k: e[k] for k in MODEL_COLUMNS if k in e} for e in examples]
-        batch = dict(
-            pad_without_fast_tokenizer_warning(
-                self.tokenizer, features, return_tensors="pt", pad_to_multiple_of=self.pad_to_multiple_of
-            )
-        )
+        batch = self.padded(examples)
         protected = torch.isin(batch["input_ids"], self.special_ids) | (batch["attention_mask"] == 0)
         if self.mask_whole_words:
             starts = pad_rows([e["word_starts"] for e in examples], batch["input_ids"].shape[1], 1)
@@ -70,6 +67,17 @@ class PretrainingCollator(DataCollatorForLanguageModeling):
             batch["input_ids"], batch["labels"], batch["masked_positions"] = self.cap_predictions(
                 batch["input_ids"], batch["labels"]
             )
+        return batch
+
+    def padded(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """input_ids, token_type_ids and attention_mask padded on the right (as BERT is) to a multiple of
+        `pad_to_multiple_of`, and next_sentence_label when the examples have it."""
+        longest = max(len(e["input_ids"]) for e in examples)
+        length = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        pad_values = {"input_ids": self.tokenizer.pad_token_id, "token_type_ids": 0, "attention_mask": 0}
+        batch = {k: pad_rows([e[k] for e in examples], length, v) for k, v in pad_values.items() if k in examples[0]}
+        if "next_sentence_label" in examples[0]:
+            batch["next_sentence_label"] = torch.tensor([e["next_sentence_label"] for e in examples])
         return batch
 
     def cap_predictions(
