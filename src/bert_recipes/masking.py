@@ -25,7 +25,7 @@ from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBas
 
 def pad_rows(rows: Sequence[Sequence[int]], length: int, value: int) -> torch.Tensor:
     """The rows padded on the right to `length`, through one flat numpy conversion: torch.tensor on nested lists
-    (what tokenizer.pad ends in) took 4x as long and a fifth of the data pipeline's time."""
+    (what tokenizer.pad ends in) took 4x as long, 11% of the streamed pipeline's profiled time."""
     lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
     out = np.full((len(rows), length), value, dtype=np.int64)
     out[np.arange(length) < lengths[:, None]] = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64)
