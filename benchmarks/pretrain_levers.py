@@ -2,7 +2,8 @@
 
 The step is the recipe's own (SparsePretrainingLoss, AdamW with the recipe's parameter groups, gradient clipping) on
 random full-length batches, so the numbers isolate compute; `pretrain_throughput.py` measures the whole recipe.
-Levers: bf16 autocast, eager attention, AdamW variants, torch.compile with the masked count varying per batch and
+Levers: bf16 autocast, torch's own CPU dropout instead of bert_recipes.dropout, eager attention, AdamW variants,
+torch.compile with the masked count varying per batch and
 with a fixed number of predicted positions (`--max_predictions_per_seq`), intra-op threads; and gradient
 checkpointing at length 512 (first size only), with the activation memory it saves (bytes autograd keeps for
 backward).
@@ -24,6 +25,7 @@ from reporting import save_result
 from transformers import BertConfig
 
 from bert_recipes.config import parse_config
+from bert_recipes.dropout import use_cpu_dropout
 from bert_recipes.modeling import SparsePretrainingLoss, build_model
 from bert_recipes.trainer import TrainConfig, build_optimizer
 
@@ -48,14 +50,19 @@ class Lever:
     bf16: bool = False
     static: bool = False
     checkpointing: bool = False
+    fast_dropout: bool = True
 
 
+TORCH_ADAMW = {"fused": False, "foreach": False}  # what torch.optim.AdamW runs on CPU tensors by default
 LEVERS = [
-    Lever("recipe fp32 (sdpa, AdamW default: foreach)"),
+    Lever("recipe fp32 (SDPA, bert_recipes.dropout, AdamW fused)"),
     Lever("bf16 autocast", bf16=True),
+    Lever("torch's dropout (--fast_cpu_dropout false)", fast_dropout=False),
+    Lever("bf16 + torch's dropout", bf16=True, fast_dropout=False),
+    Lever("bf16 + torch's dropout + AdamW single-tensor loop", bf16=True, fast_dropout=False, optimizer=TORCH_ADAMW),
     Lever("eager attention", attn="eager"),
-    Lever("AdamW fused", optimizer={"fused": True}),
-    Lever("AdamW single-tensor loop", optimizer={"foreach": False}),
+    Lever("AdamW single-tensor loop (torch's CPU default)", optimizer=TORCH_ADAMW),
+    Lever("AdamW foreach", optimizer={"fused": False, "foreach": True}),
     Lever("torch.compile, masked count varies", compile=True),
     Lever("fixed predicted positions", static=True),
     Lever("fixed predicted positions + torch.compile", static=True, compile=True),
@@ -116,6 +123,8 @@ def step_function(lever: Lever, size: str, saved: SavedActivations) -> Callable[
     config = BertConfig(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=hidden // 64, intermediate_size=4 * hidden)  # fmt: skip
     bert = build_model(config, lever.attn)
+    if lever.fast_dropout:
+        use_cpu_dropout(bert)
     if lever.checkpointing:
         bert.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = SparsePretrainingLoss(bert)

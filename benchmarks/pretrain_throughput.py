@@ -1,7 +1,8 @@
 """Pretraining throughput of this recipe against the transformers-examples approach, on the same data, in one run.
 
-(a) bert-recipes: `Pretrainer` (sparse MLM head, packed pairs, padding to a multiple of 8), fp32 and bf16, and bf16
-    with its fastest options (`--max_predictions_per_seq 20 --torch_compile true`);
+(a) bert-recipes: `Pretrainer` (sparse MLM head, packed pairs, padding to a multiple of 8, bert_recipes.dropout,
+    fused AdamW), fp32 and bf16, and bf16 with its fastest options (`--max_predictions_per_seq 20
+    --torch_compile true`);
 (b) the usual alternative: `Trainer` + `BertForPreTraining` + `DataCollatorForLanguageModeling` (dense MLM head),
     at its defaults (fp32) and with `bf16=True`, the flag a user would flip.
 All use a 30,522-row vocabulary as BERT does, sequence length 128, the same examples and the same seed. Prints real

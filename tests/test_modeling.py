@@ -6,8 +6,15 @@ import pytest
 import torch
 from transformers import BertConfig
 
+from bert_recipes.dropout import ATTENTION, CpuDropout
 from bert_recipes.errors import UsageError
-from bert_recipes.modeling import ModelConfig, SparsePretrainingLoss, build_bert_config, build_model
+from bert_recipes.modeling import (
+    ModelConfig,
+    SparsePretrainingLoss,
+    build_bert_config,
+    build_model,
+    build_or_load_model,
+)
 
 
 def random_batch(vocab: int, batch: int = 4, length: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -92,3 +99,11 @@ def test_fixed_masked_positions_give_the_same_loss_as_the_boolean_selection(tiny
     torch.testing.assert_close(fixed["loss"], boolean["loss"], rtol=1e-6, atol=1e-6)
     assert fixed["mlm_count"].item() == boolean["mlm_count"].item()
     assert fixed["mlm_correct"].item() == boolean["mlm_correct"].item()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_cpu_dropout_is_swapped_in_unless_turned_off(fast):
+    model_config = ModelConfig(hidden_size=64, num_hidden_layers=1, fast_cpu_dropout=fast)
+    model = build_or_load_model(model_config, build_bert_config(model_config, vocab_size=100, pad_token_id=0))
+    assert any(isinstance(m, CpuDropout) for m in model.modules()) is fast
+    assert (model.config._attn_implementation == ATTENTION) is fast
