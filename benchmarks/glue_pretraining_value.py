@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from reporting import RESULTS_DIR, median_and_range, save_result
+from reporting import RESULTS_DIR, median_and_range, save_result, seed_points
 from transformers import AutoTokenizer, BertConfig, BertForPreTraining
 
 from bert_recipes.config import parse_config
 from bert_recipes.glue import GlueConfig, TaskResult, glue_score, run_glue
-from bert_recipes.glue.report import task_score
 from bert_recipes.model_card import newest_trainer_state
 from bert_recipes.tokenization import save_tokenizer
 
@@ -64,7 +63,7 @@ def finetune(bench: ValueBenchConfig, model: Path, out: Path, task: str) -> Task
 
 def task_summary(result: TaskResult) -> dict[str, float]:
     """Median and min-max over seeds of the task's score, in points."""
-    scores = [100 * task_score(run.metrics) for run in result.runs]
+    scores = list(seed_points(result).values())
     return {"median": float(np.median(scores)), "low": min(scores), "high": max(scores), "scores": scores}
 
 

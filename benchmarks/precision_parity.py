@@ -13,11 +13,10 @@ from pathlib import Path
 
 from accelerate import PartialState
 from pretrain_throughput import pretrain_records
-from reporting import DEMO_CORPUS, REPO_ROOT, median_and_range, save_result
+from reporting import DEMO_CORPUS, REPO_ROOT, median_and_range, save_result, seed_points
 
 from bert_recipes.config import parse_config
 from bert_recipes.glue import GlueConfig, run_glue
-from bert_recipes.glue.report import task_score
 from bert_recipes.glue.tasks import TASKS
 
 
@@ -59,8 +58,7 @@ def finetune(model_dir: Path, precision: str, bench: BenchConfig, out: Path) -> 
         mixed_precision=precision, save_strategy="no", report_to="none", disable_tqdm=True,
     )  # fmt: skip
     result = run_glue(config)[bench.glue_task]
-    score = {run.seed: task_score(run.metrics) for run in result.runs}
-    return {"median": result.median, "low": result.low, "high": result.high, "score_by_seed": score}
+    return {"median": result.median, "low": result.low, "high": result.high, "points_by_seed": seed_points(result)}
 
 
 def within_seed_noise(a: list[float], b: list[float]) -> bool:
@@ -77,8 +75,8 @@ def main() -> None:
         glue = {p: finetune(Path(tmp) / "no", p, bench, Path(tmp) / f"glue-{p}") for p in ("no", "bf16")}
     fp32, bf16 = runs["no"], runs["bf16"]
     relative = (bf16["eval_mlm_loss"] - fp32["eval_mlm_loss"]) / fp32["eval_mlm_loss"]
-    # task scores in points, per seed: the table's cells and the noise check read the same numbers
-    points = {precision: [100 * v for v in g["score_by_seed"].values()] for precision, g in glue.items()}
+    # the table's cells and the noise check read the same per-seed points
+    points = {precision: list(g["points_by_seed"].values()) for precision, g in glue.items()}
     noise = within_seed_noise(points["no"], points["bf16"])
     result = {
         "config": asdict(bench), "fp32": fp32, "bf16": bf16, "relative_mlm_loss_difference": relative,
@@ -87,7 +85,7 @@ def main() -> None:
     task = TASKS[bench.glue_task].folder
     header = ["precision", "held-out MLM loss", "MLM accuracy", "NSP accuracy", "median tokens/s",
               f"{task} dev score, fine-tuned from the fp32 model in this precision (median (min to max), "
-              f"{len(glue['no']['score_by_seed'])} seeds)"]  # fmt: skip
+              f"{len(points['no'])} seeds)"]  # fmt: skip
     rows = [
         [name, f"{run['eval_mlm_loss']:.4f}", f"{run['eval_mlm_accuracy']:.4f}", f"{run['eval_nsp_accuracy']:.4f}",
          f"{run['median_tokens_per_second']:,.0f}", median_and_range(points[precision])]

@@ -59,7 +59,6 @@ LEVERS = [
     Lever("bf16 autocast", bf16=True),
     Lever("torch's dropout (--fast_cpu_dropout false)", fast_dropout=False),
     Lever("bf16 + torch's dropout", bf16=True, fast_dropout=False),
-    Lever("bf16 + torch's dropout + AdamW single-tensor loop", bf16=True, fast_dropout=False, optimizer=TORCH_ADAMW),
     Lever("eager attention", attn="eager"),
     Lever("AdamW single-tensor loop (torch's CPU default)", optimizer=TORCH_ADAMW),
     Lever("AdamW foreach", optimizer={"fused": False, "foreach": True}),
@@ -145,32 +144,35 @@ def step_function(lever: Lever, size: str, saved: SavedActivations) -> Callable[
     return step
 
 
-def time_lever(lever: Lever, size: str, bench: BenchConfig, batch_size: int, seq_length: int) -> dict:
-    """Median seconds per step after 3 warm-up steps (compilation, first bf16 kernels), and activation bytes."""
+def time_levers(levers: list[Lever], size: str, bench: BenchConfig, batch_size: int, seq_length: int) -> list[dict]:
+    """Median seconds per step of each lever after 3 warm-up steps (compilation, first bf16 kernels), and activation
+    bytes. The levers' steps interleave (step i of every lever, then step i + 1), so load from other jobs on this
+    shared machine falls on every lever alike instead of on whichever ran during it."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(lever.threads or threads)
-    saved = SavedActivations()
-    try:
-        step = step_function(lever, size, saved)
-        seconds = []
-        for i in range(bench.steps + 3):
+    saved = [SavedActivations() for _ in levers]
+    steps = [step_function(lever, size, counter) for lever, counter in zip(levers, saved, strict=True)]
+    seconds: list[list[float]] = [[] for _ in levers]
+    for i in range(bench.steps + 3):
+        for lever, step, timings in zip(levers, steps, seconds, strict=True):
             generator = torch.Generator().manual_seed(i)
             batch = random_batch(batch_size, seq_length, bench.max_predictions * seq_length // 128, lever.static,
                                  generator)  # fmt: skip
-            start = time.perf_counter()
-            step(batch)
-            seconds.append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(threads)
-    median = statistics.median(seconds[3:])
-    return {
-        "size": size,
-        "lever": lever.name,
-        "seconds_per_step": median,
-        "tokens_per_second": batch_size * seq_length / median,
-        "activation_megabytes": saved.bytes / 1e6,
-        "raw_seconds": seconds,
-    }
+            torch.set_num_threads(lever.threads or threads)
+            try:
+                start = time.perf_counter()
+                step(batch)
+                timings.append(time.perf_counter() - start)
+            finally:
+                torch.set_num_threads(threads)
+    rows = []
+    for lever, timings, counter in zip(levers, seconds, saved, strict=True):
+        median = statistics.median(timings[3:])
+        rows.append({
+            "size": size, "lever": lever.name, "seconds_per_step": median,
+            "tokens_per_second": batch_size * seq_length / median,
+            "activation_megabytes": counter.bytes / 1e6, "raw_seconds": timings,
+        })  # fmt: skip
+    return rows
 
 
 def relative_to_first(rows: list[dict]) -> list[dict]:
@@ -183,13 +185,9 @@ def main() -> None:
     rows = [
         row
         for size in sizes
-        for row in relative_to_first(
-            [time_lever(lever, size, bench, bench.batch_size, bench.seq_length) for lever in LEVERS]
-        )
+        for row in relative_to_first(time_levers(LEVERS, size, bench, bench.batch_size, bench.seq_length))
     ]
-    long_rows = relative_to_first(
-        [time_lever(lever, sizes[0], bench, bench.checkpointing_batch_size, 512) for lever in CHECKPOINTING]
-    )
+    long_rows = relative_to_first(time_levers(CHECKPOINTING, sizes[0], bench, bench.checkpointing_batch_size, 512))
     result = {"config": asdict(bench), "rows": rows, "length_512_rows": long_rows}
     print(f"batch {bench.batch_size} x {bench.seq_length}; checkpointing rows: {sizes[0]}, batch "
           f"{bench.checkpointing_batch_size} x 512")  # fmt: skip

@@ -5,7 +5,8 @@
     --torch_compile true`);
 (b) the usual alternative: `Trainer` + `BertForPreTraining` + `DataCollatorForLanguageModeling` (dense MLM head),
     at its defaults (fp32) and with `bf16=True`, the flag a user would flip.
-All use a 30,522-row vocabulary as BERT does, sequence length 128, the same examples and the same seed. Prints real
+All use a 30,522-row vocabulary as BERT does, sequence length 128, the same examples and the same seed; each run goes
+twice, in alternating order, and its faster round counts (per-step numbers of both are kept). Prints real
 (non-padding) tokens/s and model FLOP/s as a share of this machine's fp32 and bf16 matmul FLOP/s measured in the
 same run, and writes benchmarks/results/pretrain_throughput.json.
 
@@ -53,6 +54,7 @@ class BenchConfig:
     sizes: str = field(default="small,mini,base", metadata={"help": "Comma list of BERT sizes to measure."})
     steps: int = field(default=6, metadata={"help": "Timed optimizer steps per run (after the warm-up steps)."})
     warmup: int = field(default=3, metadata={"help": "Untimed first steps (the first bf16 steps are slow)."})
+    rounds: int = field(default=2, metadata={"help": "Times each run is repeated; the faster round counts."})
     seed: int = field(default=42, metadata={"help": "Seed of the examples, the models and the masking, both sides."})
     batch_size: int = field(default=32, metadata={"help": "Sequences per step."})
     seq_length: int = field(default=128, metadata={"help": "Tokens per sequence."})
@@ -100,12 +102,13 @@ def pretrain_records(
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def ours(size: str, bench: BenchConfig, out: Path, precision: str, *extra: str) -> float:
+def ours(size: str, bench: BenchConfig, out: Path, precision: str, *extra: str) -> list[float]:
+    """Tokens/s of each timed step of the recipe."""
     records = pretrain_records(
         size, out, bench.tokenizer, bench.batch_size, bench.seq_length, bench.warmup + bench.steps,
         "--train_files", bench.corpus, "--seed", str(bench.seed), "--mixed_precision", precision, *extra,
     )[bench.warmup :]  # fmt: skip
-    return statistics.median(r["tokens_per_second"] for r in records)
+    return [r["tokens_per_second"] for r in records]
 
 
 class StepTimer(TrainerCallback):
@@ -121,7 +124,8 @@ class StepTimer(TrainerCallback):
         self.last = now
 
 
-def baseline(size: str, bench: BenchConfig, examples: list[dict], out: Path, bf16: bool) -> float:
+def baseline(size: str, bench: BenchConfig, examples: list[dict], out: Path, bf16: bool) -> list[float]:
+    """Tokens/s of each timed step of the Trainer (steps hold `batch_size` examples of the mean length)."""
     layers, hidden = SIZES[size]
     tokenizer = AutoTokenizer.from_pretrained(bench.tokenizer)
     config = BertConfig(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers,
@@ -137,21 +141,27 @@ def baseline(size: str, bench: BenchConfig, examples: list[dict], out: Path, bf1
     model = BertForPreTraining(config)
     Trainer(model, args, train_dataset=examples, data_collator=collator, callbacks=[timer]).train()
     mean_length = sum(len(e["input_ids"]) for e in examples) / len(examples)
-    return bench.batch_size * mean_length / statistics.median(timer.seconds[bench.warmup :])
+    return [bench.batch_size * mean_length / seconds for seconds in timer.seconds[bench.warmup :]]
 
 
 def measure_size(size: str, bench: BenchConfig, examples: list[dict], peaks: dict[str, float], tmp: Path) -> dict:
+    """Each run's median tokens/s, from the faster of `bench.rounds` rounds (run in alternating order, so a burst
+    of load on this shared machine slows one round of a run rather than one side of a ratio)."""
     layers, hidden = SIZES[size]
     flops = model_flops_per_token(layers, hidden, bench.seq_length)
-    row = {
-        "size": size,
-        "trainer_fp32": baseline(size, bench, examples, tmp / f"trainer-fp32-{size}", bf16=False),
-        "trainer_bf16": baseline(size, bench, examples, tmp / f"trainer-bf16-{size}", bf16=True),
-        "recipe_fp32": ours(size, bench, tmp / f"ours-fp32-{size}", "no"),
-        "recipe_bf16": ours(size, bench, tmp / f"ours-bf16-{size}", "bf16"),
+    runs = {
+        "trainer_fp32": lambda out: baseline(size, bench, examples, out, bf16=False),
+        "trainer_bf16": lambda out: baseline(size, bench, examples, out, bf16=True),
+        "recipe_fp32": lambda out: ours(size, bench, out, "no"),
+        "recipe_bf16": lambda out: ours(size, bench, out, "bf16"),
         # the fastest flags of benchmarks/pretrain_levers.py (compiled in the untimed warm-up steps)
-        "recipe_bf16_compiled": ours(size, bench, tmp / f"ours-bf16c-{size}", "bf16", *COMPILED),
+        "recipe_bf16_compiled": lambda out: ours(size, bench, out, "bf16", *COMPILED),
     }
+    steps: dict[str, list[list[float]]] = {name: [] for name in runs}
+    for round_ in range(bench.rounds):
+        for name in list(runs) if round_ % 2 == 0 else reversed(runs):
+            steps[name].append(runs[name](tmp / f"{name}-{size}-{round_}"))
+    row = {"size": size, **{name: max(map(statistics.median, rounds)) for name, rounds in steps.items()}}
     row.update(
         {
             "recipe_bf16_over_recipe_fp32": row["recipe_bf16"] / row["recipe_fp32"],
@@ -162,6 +172,7 @@ def measure_size(size: str, bench: BenchConfig, examples: list[dict], peaks: dic
             "recipe_bf16_mfu_of_bf16_matmul": row["recipe_bf16"] * flops / peaks["bf16"],
             "recipe_bf16_mfu_of_fp32_matmul": row["recipe_bf16"] * flops / peaks["fp32"],
             "recipe_fp32_mfu_of_fp32_matmul": row["recipe_fp32"] * flops / peaks["fp32"],
+            "tokens_per_second_per_step_by_round": steps,
         }
     )
     return row

@@ -99,3 +99,16 @@ def test_swapped_model_trains_with_dropout_and_saves_as_a_plain_bert(tmp_path):
     loaded = BertForPreTraining.from_pretrained(tmp_path).eval()
     assert loaded.config._attn_implementation == "sdpa"
     torch.testing.assert_close(loaded(**batch).prediction_logits, model.eval()(**batch).prediction_logits)
+
+
+def test_gradient_checkpointing_recomputes_the_same_masks():
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_bert()
+        use_cpu_dropout(model)
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        torch.manual_seed(3)
+        model.train()(**padded_batch()).prediction_logits.square().mean().backward()
+        grads.append(model.bert.embeddings.word_embeddings.weight.grad)
+    torch.testing.assert_close(grads[1], grads[0])

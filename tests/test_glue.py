@@ -24,6 +24,7 @@ import yaml
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
 from bert_recipes.config import parse_config
+from bert_recipes.dropout import CpuDropout
 from bert_recipes.errors import UsageError, run_cli
 from bert_recipes.glue import (
     GLUE_ARGUMENTS,
@@ -167,6 +168,15 @@ def test_stsb_scores_keep_fp32_resolution_when_the_model_runs_in_bf16(all_tasks,
     assert len(np.unique(kept)) > len(np.unique(rounded))
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_fine_tuning_draws_cpu_dropout_masks_unless_turned_off(all_tasks, glue_dir, fast):
+    out, _ = all_tasks
+    config = make_config(out / "rte", glue_dir, out, task_name="rte", fast_cpu_dropout=fast)
+    model = load_model(config.model, TASKS["rte"], seed=0)
+    assert any(isinstance(m, CpuDropout) for m in model.modules()) is fast
+    assert isinstance(model.dropout, CpuDropout) is fast  # the task head's dropout too
+
+
 def test_submission_files_follow_the_leaderboard_format(all_tasks, glue_dir):
     out, _ = all_tasks
     nli = {"entailment", "neutral", "contradiction"}
@@ -223,7 +233,7 @@ def test_three_seeds_report_the_median_and_range_of_the_recorded_scores(seed_swe
     assert json.loads((out / "stsb" / "eval_results.json").read_text()) == result.median
     row = next(line for line in results_markdown({"stsb": result}).splitlines() if line.startswith("| stsb | pearson"))
     low, high = 100 * result.low["pearson"], 100 * result.high["pearson"]
-    assert f"pearson {100 * result.median['pearson']:.2f} ({low:.2f}-{high:.2f})" in row
+    assert f"pearson {100 * result.median['pearson']:.2f} ({low:.2f} to {high:.2f})" in row
 
 
 def test_the_learning_rate_is_chosen_by_median_score_and_the_median_seeds_model_is_kept(seed_sweep):

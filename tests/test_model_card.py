@@ -54,7 +54,7 @@ def test_pretraining_card_metadata_parses_back_with_the_glue_model_index(tiny_be
         r.dataset_type == "nyu-mll/glue" and r.task_type == "text-classification" for r in card.data.eval_results
     )
     # the median of the chosen learning rate's three seeds, their range, and the seed count
-    assert "| rte | accuracy | 55.23 | 50.00-60.00 | 3 |" in card.text
+    assert "| rte | accuracy | 55.23 | 50.00 to 60.00 | 3 |" in card.text
     assert "| mrpc | f1 | 81.00 | - | 1 |" in card.text
 
 

@@ -19,7 +19,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from bert_recipes.checkpointing import list_checkpoints, read_trainer_state
 from bert_recipes.errors import UsageError
-from bert_recipes.glue.report import TaskResult
+from bert_recipes.glue.report import TaskResult, points_range
 from bert_recipes.hub import REPO_ID
 
 GLUE_DATASET = "nyu-mll/glue"
@@ -127,7 +127,7 @@ def glue_summary_rows(summary: dict[str, Any] | None) -> list[dict[str, str]]:
     for task, saved in (summary or {}).get("runs", {}).items():
         result = TaskResult.from_dict(saved)
         for name, value in result.median.items():
-            spread = f"{100 * result.low[name]:.2f}-{100 * result.high[name]:.2f}" if result.seeds > 1 else "-"
+            spread = points_range(result.low[name], result.high[name]) if result.seeds > 1 else "-"
             rows.append(
                 {
                     "task": task,

@@ -56,6 +56,10 @@ class CheckpointConfig:
         default=None, metadata={"help": "Pretraining output dir, a checkpoint-STEP dir or a Hub id (required)."}
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with the checkpoint."})
+    fast_cpu_dropout: bool = field(
+        default=True,
+        metadata={"help": "Draw CPU training dropout masks 16 random bits at a time (bert_recipes.dropout)."},
+    )
 
 
 @dataclass

@@ -28,6 +28,7 @@ from transformers import (
     set_seed,
 )
 
+from bert_recipes.dropout import use_cpu_dropout
 from bert_recipes.errors import UsageError
 from bert_recipes.glue.config import (
     MAIN_METRIC,
@@ -107,6 +108,8 @@ def load_model(config: CheckpointConfig, task: Task, seed: int) -> PreTrainedMod
         raise UsageError(
             f"weights of '{config.model_name_or_path}' could not be loaded ({type(err).__name__}: {str(err)[:200]})"
         ) from None
+    if config.fast_cpu_dropout:
+        use_cpu_dropout(model)
     return head_in_fp32(model)
 
 

@@ -168,11 +168,16 @@ def write_task_outputs(
 # ---- the results table -------------------------------------------------------------------------------------------
 
 
+def points_range(low: float, high: float) -> str:
+    """`52.10 to 57.40` in points: "to", not a dash, as Matthews correlation can be negative."""
+    return f"{100 * low:.2f} to {100 * high:.2f}"
+
+
 def format_metrics(metrics: dict[str, float], low: dict | None = None, high: dict | None = None) -> str:
-    """`accuracy 55.23`, or with a spread over seeds `accuracy 55.23 (52.10-57.40)`."""
+    """`accuracy 55.23`, or with a spread over seeds `accuracy 55.23 (52.10 to 57.40)`."""
     shown = []
     for name, value in metrics.items():
-        spread = f" ({100 * low[name]:.2f}-{100 * high[name]:.2f})" if low and high else ""
+        spread = f" ({points_range(low[name], high[name])})" if low and high else ""
         shown.append(f"{name} {100 * value:.2f}{spread}")
     return ", ".join(shown)
 
