@@ -3,12 +3,11 @@
 The step is the recipe's own (SparsePretrainingLoss, AdamW with the recipe's parameter groups, gradient clipping) on
 random full-length batches, so the numbers isolate compute; `pretrain_throughput.py` measures the whole recipe.
 Levers: bf16 autocast, torch's own CPU dropout instead of bert_recipes.dropout, eager attention, AdamW variants,
-torch.compile with the masked count varying per batch and
-with a fixed number of predicted positions (`--max_predictions_per_seq`), intra-op threads; and gradient
-checkpointing at length 512 (first size only), with the activation memory it saves (bytes autograd keeps for
-backward).
+torch.compile with the masked count varying per batch and with a fixed number of predicted positions
+(`--max_predictions_per_seq`), intra-op threads; and gradient checkpointing at length 512 (first size only), with
+the activation memory it saves (bytes autograd keeps for backward).
 
-    python benchmarks/pretrain_levers.py --sizes small,mini --steps 6
+    python benchmarks/pretrain_levers.py --sizes small,mini --steps 5
 """
 
 from __future__ import annotations

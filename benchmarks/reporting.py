@@ -14,9 +14,6 @@ from typing import Any
 
 import torch
 
-from bert_recipes.glue import TaskResult
-from bert_recipes.glue.report import task_score
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 # the package has no default corpus; the benchmarks measure on the embedded one, wherever they are run from
@@ -35,11 +32,6 @@ def command() -> str:
     script = Path(sys.argv[0]).resolve()
     shown = script.relative_to(REPO_ROOT) if script.is_relative_to(REPO_ROOT) else script
     return " ".join(["python", str(shown), *sys.argv[1:]])
-
-
-def seed_points(result: TaskResult) -> dict[int, float]:
-    """Each seed's task score (GLUE's convention, in points) of a fine-tuned task."""
-    return {run.seed: 100 * task_score(run.metrics) for run in result.runs}
 
 
 def median_and_range(values: list[float]) -> str:

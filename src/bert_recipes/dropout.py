@@ -41,15 +41,16 @@ def cpu_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     return torch.where(keep, x * scale, 0)
 
 
-def takes_fast_path(x: torch.Tensor, p: float, training: bool) -> bool:
-    return training and p > 0 and x.device.type == "cpu" and not torch.compiler.is_compiling()
+def takes_fast_path(x: torch.Tensor, p: float) -> bool:
+    return p > 0 and x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 class CpuDropout(nn.Dropout):
     """nn.Dropout whose CPU training masks come from `keep_mask`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return cpu_dropout(x, self.p) if takes_fast_path(x, self.p, self.training) else super().forward(x)
+        fast = self.training and takes_fast_path(x, self.p)
+        return cpu_dropout(x, self.p) if fast else super().forward(x)
 
 
 def attention(
@@ -63,8 +64,8 @@ def attention(
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """transformers' SDPA attention, except on the CPU fast path: eager attention with `CpuDropout`'s masks, the
-    softmax taken in fp32 as SDPA's math kernel takes it."""
-    if not takes_fast_path(query, dropout, True):
+    softmax taken in fp32 as SDPA's math kernel takes it. (transformers passes dropout 0 outside training.)"""
+    if not takes_fast_path(query, dropout):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     scores = torch.matmul(query * scaling, key.transpose(2, 3))
