@@ -1,5 +1,5 @@
 """Launched by tests/test_nan_guard.py under `accelerate launch`: rank 1's loss turns NaN at its third training
-forward pass; records what each rank ended with (steps, scheduler, DeepSpeed's own step count, finite weights)."""
+forward pass; records what each rank ended with (steps, learning rate, DeepSpeed's own step count, finite weights)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ def main(argv: list[str]) -> None:
         "distributed_type": str(acc.distributed_type),
         "step": trainer.state.step,
         "skipped_nan_steps": trainer.state.skipped_nan_steps,
-        "scheduler_steps": trainer.scheduler.last_epoch,
+        # the rate the last step ran with, and the one the schedule gives the step after step - 1 completed ones
+        "learning_rate": trainer.optimizer.param_groups[0]["lr"],
+        "scheduled_rate": trainer.schedule.learning_rate(trainer.state.step - 1, trainer.shared_seconds),
         "engine_steps": getattr(trainer.model, "global_steps", None),
         "finite_weights": all(math.isfinite(p.detach().double().sum().item()) for p in trainer.bert.parameters()),
     }

@@ -145,7 +145,7 @@ def test_two_process_checkpoint_resumes_under_one_process(two_process_run, token
     args = tiny_args(tokenizer_dir, out, "--max_steps", "12", "--save_steps", "6", "--resume_from_checkpoint", "latest")
     result = python(PRETRAIN, args)
     assert_ok(result)
-    assert "written by 2 processes, resuming with 1" in result.stderr
+    assert "written by 2 process(es) with 0 DataLoader worker(s) each, resuming with 1 and 0" in result.stderr
     # not loss-exact: the per-rank stream positions do not map onto one process, so the data restarts with the
     # next epoch; what is promised is the step count, the weights and a healthy continuation
     resumed = losses_by_step(out)

@@ -86,6 +86,20 @@ def test_fast_attention_computes_what_sdpa_computes():
     torch.testing.assert_close(got[real], expected[real], rtol=1e-4, atol=1e-5)
 
 
+def test_fast_attention_runs_with_bf16_weights_as_sdpa_does():
+    # DeepSpeed's bf16 casts the weights themselves, with no autocast: fp32 attention probabilities meet bf16 values
+    reference, fast = tiny_bert(0.0, 0.0).bfloat16(), tiny_bert(0.0, 1e-9).bfloat16()
+    use_cpu_dropout(fast)
+    batch = padded_batch()
+    expected = reference.train()(**batch).prediction_logits
+    got = fast.train()(**batch).prediction_logits
+    assert got.dtype == torch.bfloat16
+    got.float().square().mean().backward()
+    real = batch["attention_mask"].bool()
+    # bf16 keeps 8 bits of mantissa: the two paths round at different places
+    torch.testing.assert_close(got[real].float(), expected[real].float(), rtol=0.05, atol=0.05)
+
+
 def test_swapped_model_trains_with_dropout_and_saves_as_a_plain_bert(tmp_path):
     model = tiny_bert()
     use_cpu_dropout(model)

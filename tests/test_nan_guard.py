@@ -1,4 +1,4 @@
-"""A NaN loss on one rank updates nothing on any backend: every rank skips the step together, the LR schedule and
+"""A NaN loss on one rank updates nothing on any backend: every rank skips the step together, the learning rate and
 DeepSpeed's own step count stay in line with the trainer's, and the logged losses stay finite."""
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ def test_nan_on_one_rank_skips_the_step_everywhere(config, tokenizer_dir, tmp_pa
     for report in reports:
         assert report["num_processes"] == 2
         assert report["skipped_nan_steps"] == 1
-        assert report["step"] == report["scheduler_steps"] == 5
+        assert report["step"] == 5
+        # the skipped step did not advance the schedule: step 5 ran at the rate for 4 completed steps
+        assert report["learning_rate"] == report["scheduled_rate"] > 0
         assert report["finite_weights"]
         if config.startswith("deepspeed"):
             assert report["distributed_type"] == "DistributedType.DEEPSPEED"

@@ -20,6 +20,17 @@ def test_auto_is_bf16_exactly_where_the_hardware_has_it(monkeypatch):
     assert resolve_mixed_precision("auto") == ("bf16" if bf16_supported() else "no")
 
 
+@pytest.mark.parametrize(("gpu", "native"), [("V100", False), ("A100", True)])
+def test_auto_on_a_gpu_counts_only_native_bf16(gpu, native, monkeypatch):
+    """torch.cuda.is_bf16_supported() answers True on a V100 or T4 (emulated, slower than fp32) unless told
+    including_emulation=False; this fake answers as such a GPU does."""
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native or including_emulation)
+    assert bf16_supported() is native
+    assert resolve_mixed_precision("auto") == ("bf16" if native else "no")
+
+
 def test_the_accelerate_config_is_honoured_and_the_command_line_wins(monkeypatch):
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     assert resolve_mixed_precision("auto") == "no"

@@ -46,9 +46,14 @@ def tiny_args(tokenizer_dir: Path, output_dir: Path, *overrides: str) -> list[st
     ]  # fmt: skip
 
 
-def pretrain_in_process(args: list[str]) -> dict[str, float]:
+def reset_accelerate() -> None:
+    """Forget the previous in-process run's Accelerator, as a new process would."""
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
+
+
+def pretrain_in_process(args: list[str]) -> dict[str, float]:
+    reset_accelerate()
     corpus, data, model, train = parse_config([CorpusConfig, DataConfig, ModelConfig, TrainConfig], args)
     return Pretrainer(corpus, data, model, train).run()
 

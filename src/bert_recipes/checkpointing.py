@@ -2,8 +2,9 @@
 
 Layout of a checkpoint:
     checkpoint-STEP/                 config.json, model.safetensors, tokenizer files, training_args.yaml
-    checkpoint-STEP/training_state/  accelerate state (model, optimizer, RNG), the LR schedule, each rank's data
-                                     position, trainer_state.json (written last)
+    checkpoint-STEP/training_state/  accelerate state (model, optimizer, RNG), each rank's data position,
+                                     trainer_state.json (step, tokens, training time, the run's layout; written
+                                     last). The learning rate is a function of step and time: no scheduler state.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ PREFIX = "checkpoint-"
 TEMP_PREFIX = ".tmp-checkpoint-"
 STATE_DIR = "training_state"
 TRAINER_STATE = "trainer_state.json"
-# JSON rather than accelerate's register_for_checkpointing, which unpickles with weights_only=False
-SCHEDULER_STATE = "scheduler.json"
 # what a run leaves in its output_dir besides checkpoints: --overwrite_output_dir removes these
 RUN_OUTPUTS = (
     "metrics.jsonl", "config.json", "model.safetensors", "generation_config.json", "training_args.yaml",
@@ -222,12 +221,17 @@ def save_checkpoint(
     return final
 
 
-def load_accelerate_state(accelerator: Accelerator, path: Path) -> None:
-    """Model, optimizer and RNG states; a failure names its cause (a tensor's shape, or corrupt files)."""
+def load_accelerate_state(accelerator: Accelerator, path: Path, with_random_state: bool = True) -> None:
+    """Model, optimizer and RNG states; a failure names its cause (a tensor's shape, or corrupt files).
+
+    `with_random_state` False: this rank did not exist in the saved run (more processes now), so it has no random
+    state file and keeps its own.
+    """
     rng_states = path / STATE_DIR / f"{RNG_STATE_NAME}_{accelerator.process_index}.pkl"
     try:
         # accelerate only logs a random-state file it cannot read (a resume that is silently not exact): read it first
-        load(rng_states)
+        if with_random_state:
+            load(rng_states)
         accelerator.load_state(str(path / STATE_DIR))
     except Exception as err:  # truncated or foreign files fail deep inside torch/safetensors
         message = " ".join(str(err).split())
@@ -259,3 +263,29 @@ def check_same_model(path: Path, model_config: dict[str, Any]) -> None:
                 f"checkpoint '{path}' has {name} {saved[name]} but this run has {model_config.get(name)} "
                 f"(from {flag}): resume with the settings it was trained with (its training_args.yaml)"
             )
+
+
+def describe_layout(layout: dict[str, Any]) -> str:
+    processes = f"{layout['world_size']} process(es) in {layout['mixed_precision']}"
+    return (
+        f"DeepSpeed ZeRO-{layout['zero_stage']} on {processes}"
+        if layout["zero_stage"]
+        else f"no DeepSpeed, {processes}"
+    )
+
+
+def check_resumable_layout(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """Under plain DDP anything may change between stop and resume (processes, workers, accumulation, batch size,
+    precision). DeepSpeed keeps its optimizer state partitioned by ZeRO stage and process count, in its precision's
+    layout, in files only it reads: a checkpoint of another DeepSpeed layout, or of none, is one clear error."""
+    if "zero_stage" not in saved:  # written before layouts were recorded
+        return
+    keys = ("zero_stage", "world_size", "mixed_precision") if saved["zero_stage"] or now["zero_stage"] else ()
+    if all(saved[key] == now[key] for key in keys):
+        return
+    raise UsageError(
+        f"checkpoint '{path}' was written with {describe_layout(saved)}, this run has {describe_layout(now)}: "
+        "DeepSpeed's optimizer state only loads into the layout that wrote it; resume with the checkpoint's "
+        f"accelerate config, process count and precision, or start from its weights with --model_name_or_path {path} "
+        "(a new optimizer state and schedule)"
+    )

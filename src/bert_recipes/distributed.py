@@ -33,7 +33,8 @@ def launched_with_deepspeed() -> bool:
 
 def bf16_supported() -> bool:
     if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
+        # by default torch counts bf16 that a V100 or T4 emulates (slower than fp16 or fp32) as supported
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     # without AVX512-BF16 or AMX, oneDNN emulates bf16 and autocast is slower than fp32
     return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
@@ -105,6 +106,17 @@ def any_rank(accelerator: Accelerator, flag: bool) -> bool:
     if flag:
         accelerator.set_trigger()
     return accelerator.check_trigger()
+
+
+def check_optimizer_steps(accelerator: Accelerator, step: int, accumulation: int) -> None:
+    """Stop rather than train on silently when the optimizer would not run: Accelerate's optimizer step (and, under
+    DeepSpeed, the engine's step inside backward) does nothing unless the last micro-batch was a sync point."""
+    if not accelerator.sync_gradients:
+        raise UsageError(
+            f"step {step}: the optimizer would not update the weights (Accelerate's micro-batch counter is "
+            f"{accelerator.step}, off the --gradient_accumulation_steps {accumulation} boundary); stopped instead "
+            "of training on unchanged weights; the last checkpoint is intact, please report this"
+        )
 
 
 def discard_gradients(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:

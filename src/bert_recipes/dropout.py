@@ -73,7 +73,9 @@ def attention(
         # sdpa_mask's boolean mask: True where a query may attend to a key
         scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
     probs = cpu_dropout(scores.softmax(-1, dtype=torch.float32), dropout)
-    return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
+    # in the values' dtype, as autocast would cast it: DeepSpeed's bf16 keeps the weights themselves in bf16, with
+    # no autocast to reconcile an fp32 x bf16 matmul
+    return torch.matmul(probs.to(value.dtype), value).transpose(1, 2).contiguous(), None
 
 
 AttentionInterface.register(ATTENTION, attention)

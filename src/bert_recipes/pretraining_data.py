@@ -695,6 +695,15 @@ class TrainingStream:
             "source_tokens": self.source_tokens,
         }
 
+    def restart_at(self, epoch: int, positions: list[dict[str, Any]]) -> None:
+        """Start from the beginning of `epoch`, counting the documents and tokens that the saved streams
+        `positions` had read (for a resume whose slots differ from the saved run's)."""
+        self.epoch = epoch
+        self.documents_seen = sum(p["documents_seen"] for p in positions)
+        self.source_tokens = [sum(p["source_tokens"][i] for p in positions) for i in range(len(self.source_names))]
+        self._resume_position = None
+        self._loader = self._batches = None
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch = state["epoch"]
         self._resume_position = state["loader"]

@@ -1,8 +1,10 @@
 """The pretraining loop: MLM + NSP with a sparse MLM head under Accelerate, exact resume, atomic checkpoints.
 
-`Pretrainer.run()` reads top to bottom: stop? -> get batch -> forward -> (finite on every rank?) backward -> clip
--> step -> schedule -> log -> evaluate -> save. The rest lives where it belongs: launch quirks in distributed.py,
-checkpoint files in checkpointing.py, the resumable per-epoch stream in pretraining_data.py.
+`Pretrainer.run()` reads top to bottom: stop? -> learning rate -> get batch -> forward -> (finite on every rank?)
+backward -> clip -> step -> log -> evaluate -> save; however the run ends, it ends with a held-out evaluation, a
+checkpoint and the final model. The rest lives where it belongs: launch quirks in distributed.py, checkpoint files in
+checkpointing.py, the learning rate over steps or a time budget in schedule.py, the resumable per-epoch stream in
+pretraining_data.py.
 """
 
 from __future__ import annotations
@@ -18,12 +20,18 @@ import torch
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import BertConfig, get_scheduler
+from transformers import BertConfig
 
 from bert_recipes import checkpointing as ckpt
 from bert_recipes.config import save_config
 from bert_recipes.corpus import CorpusConfig, check_corpus
-from bert_recipes.distributed import any_rank, discard_gradients, fill_deepspeed_auto_values, make_accelerator
+from bert_recipes.distributed import (
+    any_rank,
+    check_optimizer_steps,
+    discard_gradients,
+    fill_deepspeed_auto_values,
+    make_accelerator,
+)
 from bert_recipes.errors import UsageError
 from bert_recipes.evaluation import mlm_metrics
 from bert_recipes.hub import CheckpointPusher, HubConfig, check_hub_access
@@ -37,6 +45,7 @@ from bert_recipes.modeling import (
     resolve_model_config,
 )
 from bert_recipes.pretraining_data import DataConfig, TrainingStream, held_out_batches, validate_data_config
+from bert_recipes.schedule import SHAPES, LearningRateSchedule
 
 logger = get_logger(__name__)
 
@@ -60,12 +69,26 @@ class TrainConfig:
     adam_beta2: float = field(default=0.98, metadata={"help": "AdamW beta2."})
     adam_epsilon: float = field(default=1.0e-6, metadata={"help": "AdamW epsilon."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
-    lr_scheduler_type: str = field(default="linear", metadata={"help": "Decay after warmup: linear or cosine."})
+    lr_scheduler_type: str = field(default="linear", metadata={"help": f"Decay after warmup: {', '.join(SHAPES)}."})
     warmup_steps: int = field(default=0, metadata={"help": "Warmup steps; 0 uses warmup_ratio."})
-    warmup_ratio: float = field(default=0.06, metadata={"help": "Warmup as a fraction of max_steps."})
-    max_steps: int = field(default=1000, metadata={"help": "Optimizer steps; also the length of the LR schedule."})
-    num_train_epochs: int = field(default=0, metadata={"help": "Stop after this many passes (0: no limit)."})
-    max_train_time: float = field(default=0.0, metadata={"help": "Wall-clock budget in seconds (0: no limit)."})
+    warmup_ratio: float = field(
+        default=0.06,
+        metadata={"help": "Warmup as a fraction of max_steps, or of --max_train_time when that is set (and no steps)."},
+    )
+    max_steps: int = field(
+        default=1000,
+        metadata={"help": "Optimizer steps; the LR schedule ends here or at --max_train_time, whichever comes first."},
+    )
+    num_train_epochs: int = field(
+        default=0, metadata={"help": "Stop after this many passes (0: no limit); the LR schedule does not follow it."}
+    )
+    max_train_time: float = field(
+        default=0.0,
+        metadata={
+            "help": "Training-time budget in seconds (0: no limit). The LR schedule runs over it: progress is the "
+            "larger of step/max_steps and seconds/max_train_time, so the rate reaches its end with the budget."
+        },
+    )
     logging_steps: int = field(default=10, metadata={"help": "Log loss, lr and tokens/s every N steps."})
     eval_steps: int = field(default=100, metadata={"help": "Evaluate on held-out documents every N steps (0: never)."})
     save_steps: int = field(default=500, metadata={"help": "Write checkpoint-STEP every N steps (0: only at the end)."})
@@ -102,7 +125,11 @@ class TrainerState:
     tokens_seen: int = 0
     elapsed_seconds: float = 0.0
     skipped_nan_steps: int = 0
+    # how the run was laid out, checked on resume
     world_size: int = 1
+    num_workers: int = 0
+    zero_stage: int = 0  # 0: not DeepSpeed
+    mixed_precision: str = "no"
 
 
 def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
@@ -116,8 +143,11 @@ def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.O
     )
 
 
-def warmup_steps(train: TrainConfig) -> int:
-    return train.warmup_steps or math.ceil(train.warmup_ratio * train.max_steps)
+def build_schedule(train: TrainConfig) -> LearningRateSchedule:
+    return LearningRateSchedule(
+        peak=train.learning_rate, max_steps=train.max_steps, max_train_time=train.max_train_time,
+        warmup_steps=train.warmup_steps, warmup_ratio=train.warmup_ratio, shape=train.lr_scheduler_type,
+    )  # fmt: skip
 
 
 class StopRequest:
@@ -221,6 +251,7 @@ class Pretrainer:
         train.mixed_precision = acc.mixed_precision
         bert_config, self.tokenizer = resolve_model_config(model, data.max_seq_length)
         self.resume_dir = validate_run(corpus, data, train, bert_config, self.tokenizer)
+        self.schedule = build_schedule(train)
         repo_id = check_hub_access(self.hub_cfg) if acc.is_main_process else None
         self.pusher = CheckpointPusher(self.hub_cfg, train.output_dir, repo_id=repo_id) if repo_id else None
         set_seed(train.seed)
@@ -228,34 +259,37 @@ class Pretrainer:
         if train.gradient_checkpointing:
             self.bert.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         fill_deepspeed_auto_values(acc, train.per_device_train_batch_size, train.max_grad_norm)
+        # with offload_optimizer in the DeepSpeed config, Accelerate hands DeepSpeed a DeepSpeedCPUAdam with these
+        # parameter groups and hyperparameters in place of the torch AdamW (tests/test_resume.py reads what it got)
         self.model, self.optimizer = acc.prepare(SparsePretrainingLoss(self.bert), build_optimizer(self.bert, train))
-        # stepped by hand once per global optimizer step, and saved as JSON with the checkpoint
-        self.scheduler = get_scheduler(
-            train.lr_scheduler_type, self.optimizer, warmup_steps(train), num_training_steps=train.max_steps
-        )
         self.stream = TrainingStream(
             corpus, data, self.tokenizer, train.seed, train.per_device_train_batch_size,
             max_epochs=train.num_train_epochs, rank=acc.process_index, world_size=acc.num_processes,
             num_workers=train.dataloader_num_workers,
         )  # fmt: skip
-        self.state = TrainerState(world_size=acc.num_processes)
+        self.state = TrainerState(**self._layout())
         self.eval_batches: list[dict[str, torch.Tensor]] = []
+        self.eval_metrics: dict[str, float] = {}
         self.pending_tokens = torch.zeros((), dtype=torch.float64)
-        self.last_saved_step = -1
+        self.last_saved_step = self.last_eval_step = -1
+        self.shared_seconds = 0.0  # training time as every rank agrees on it, read at the top of each step
+        self.learning_rate = 0.0
         self.time_mark = 0  # whole --save_every_seconds intervals of training time passed at the last check
         self._clock = time.perf_counter()
 
     # ---- the loop ---------------------------------------------------------------------------------------------
     def run(self) -> dict[str, float]:
+        """Train to the first stopping rule; returns the final held-out metrics (empty with --eval_steps 0)."""
         t, acc = self.train_cfg, self.accelerator
         metrics_log = self._start()
-        stop, window, eval_metrics = StopRequest(), LogWindow(), {}
+        stop, window = StopRequest(), LogWindow()
         bar = tqdm(total=t.max_steps, initial=self.state.step, disable=not acc.is_local_main_process, unit="step")
         self._clock = time.perf_counter()
         self.time_mark = int(self._elapsed() // t.save_every_seconds) if t.save_every_seconds > 0 else 0
         self.model.train()
         # every stopping rule is checked before the next batch is drawn, so the saved stream position is exact
-        while not any_rank(acc, self.state.step >= t.max_steps or self._out_of_time() or stop.requested):
+        while not self._should_stop(stop):
+            self._set_learning_rate()
             asked = time.perf_counter()
             micro_batches = [self.stream.next_batch() for _ in range(t.gradient_accumulation_steps)]
             window.data_wait += time.perf_counter() - asked
@@ -274,15 +308,29 @@ class Pretrainer:
             if self._due(t.logging_steps):
                 record = self._train_record(window, grad_norm, bar)
             if self._due(t.eval_steps):
-                eval_metrics = mlm_metrics(self.model, self.eval_batches, acc.device)
-                record = {"step": self.state.step, **record, **eval_metrics}
+                record = {"step": self.state.step, **record, **self._evaluate()}
             if record:
                 metrics_log.write(record)
             if self._save_due():
                 self._save_checkpoint()
         bar.close()
-        self._finish()
-        return eval_metrics
+        self._finish(metrics_log)
+        return self.eval_metrics
+
+    def _should_stop(self, stop: StopRequest) -> bool:
+        """max_steps, the time budget or a signal on any rank; one all-reduce that also gives every rank the same
+        training time, so that a time-budget schedule sets the same learning rate everywhere."""
+        t, acc = self.train_cfg, self.accelerator
+        local = torch.tensor([self._elapsed(), float(stop.requested)], dtype=torch.float64, device=acc.device)
+        self.shared_seconds, requested = acc.reduce(local, "max").tolist()
+        out_of_time = t.max_train_time > 0 and self.shared_seconds >= t.max_train_time
+        return self.state.step >= t.max_steps or out_of_time or requested > 0
+
+    def _set_learning_rate(self) -> None:
+        # before the micro-batches: under DeepSpeed the optimizer steps inside the last backward
+        self.learning_rate = self.schedule.learning_rate(self.state.step, self.shared_seconds)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate
 
     def _forward_backward(self, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor | None:
         """Forward and backward over one step's micro-batches; their summed `step_parts`, or None without any
@@ -303,11 +351,16 @@ class Pretrainer:
 
     def _optimizer_step(self) -> float | None:
         acc, t = self.accelerator, self.train_cfg
+        check_optimizer_steps(acc, self.state.step + 1, t.gradient_accumulation_steps)
         grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm) if t.max_grad_norm > 0 else None
         self.optimizer.step()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return None if grad_norm is None else float(grad_norm)
+
+    def _evaluate(self) -> dict[str, float]:
+        self.eval_metrics = mlm_metrics(self.model, self.eval_batches, self.accelerator.device)
+        self.last_eval_step = self.state.step
+        return self.eval_metrics
 
     def _skip_step(self, batch: dict[str, torch.Tensor]) -> None:
         """Skip a step with a non-finite loss while --skip_nan_steps lasts; otherwise save the batch and stop."""
@@ -338,10 +391,6 @@ class Pretrainer:
         self.time_mark = max(self.time_mark, mark)
         return due
 
-    def _out_of_time(self) -> bool:
-        budget = self.train_cfg.max_train_time
-        return budget > 0 and self._elapsed() >= budget
-
     def _elapsed(self) -> float:
         return self.state.elapsed_seconds + time.perf_counter() - self._clock
 
@@ -365,8 +414,11 @@ class Pretrainer:
         self._banner()
         return MetricsLog(acc, self.output_dir, self.state.step, run_info={"mixed_precision": acc.mixed_precision})
 
-    def _finish(self) -> None:
+    def _finish(self, metrics_log: MetricsLog) -> None:
+        """However the loop ended (steps, time budget, epochs, a signal): checkpoint, held-out score, final model."""
         self._save_checkpoint()
+        if self.train_cfg.eval_steps > 0 and self.last_eval_step != self.state.step:
+            metrics_log.write({"step": self.state.step, **self._evaluate()})
         self.save_model(self.output_dir)
         if self.pusher and self.accelerator.is_main_process:
             card = pretraining_card(self.output_dir, self.pusher.repo_id)
@@ -376,11 +428,16 @@ class Pretrainer:
     def _banner(self) -> None:
         t, d, acc = self.train_cfg, self.data_cfg, self.accelerator
         global_batch = t.per_device_train_batch_size * acc.num_processes * t.gradient_accumulation_steps
+        budget = f" or {t.max_train_time:g} s" if t.max_train_time > 0 else ""
+        steps = self.schedule.warmup_in_steps
+        warmup = (
+            f"warmup {steps} steps" if steps or not t.max_train_time else f"warmup {t.warmup_ratio:g} of the budget"
+        )
         logger.info(
             f"{count_parameters(self.bert) / 1e6:.1f}M params | {acc.num_processes} process(es), "
             f"{acc.distributed_type} | global batch {global_batch} seqs = "
             f"{global_batch * d.max_seq_length:,} tokens/step at length {d.max_seq_length} | "
-            f"{t.max_steps} steps, warmup {warmup_steps(t)}, peak lr {t.learning_rate:g} | "
+            f"{t.max_steps} steps{budget}, {warmup}, peak lr {t.learning_rate:g} {t.lr_scheduler_type} | "
             f"mixed precision {acc.mixed_precision}"
         )
 
@@ -393,7 +450,7 @@ class Pretrainer:
             "loss": means["loss"],
             "mlm_loss": means["mlm_loss"],
             **({} if self.data_cfg.no_nsp else {"nsp_loss": means["nsp_loss"]}),
-            "learning_rate": self.scheduler.get_last_lr()[0],
+            "learning_rate": self.learning_rate,
             "tokens_per_second": tokens_per_second,
             "tokens_seen": self.state.tokens_seen,
             "elapsed_seconds": self._elapsed(),
@@ -430,8 +487,6 @@ class Pretrainer:
         self._clock = now
         self.state.epoch = self.stream.epoch
         states = {ckpt.data_state_file(acc.process_index): self.stream.state_dict()}
-        if acc.is_main_process:
-            states[ckpt.SCHEDULER_STATE] = self.scheduler.state_dict()
         final = ckpt.save_checkpoint(acc, self.output_dir, self.state.step, vars(self.state), states, self.save_model)
         self.last_saved_step = self.state.step
         if acc.is_main_process:
@@ -451,21 +506,48 @@ class Pretrainer:
             configs = (self.corpus_cfg, self.data_cfg, self.model_cfg, self.train_cfg)
             save_config(directory / "training_args.yaml", *configs)
 
-    def _resume(self, path: Path) -> None:
+    def _layout(self) -> dict[str, Any]:
+        """How this run is laid out: what a checkpoint records and a resume compares."""
         acc = self.accelerator
-        ckpt.load_accelerate_state(acc, path)
-        state_dir = path / ckpt.STATE_DIR
-        self.scheduler.load_state_dict(ckpt.read_json(state_dir / ckpt.SCHEDULER_STATE))
+        plugin = acc.state.deepspeed_plugin
+        return {
+            "world_size": acc.num_processes,
+            "num_workers": self.train_cfg.dataloader_num_workers,
+            "zero_stage": plugin.zero_stage if plugin is not None else 0,
+            "mixed_precision": acc.mixed_precision,
+        }
+
+    def _resume(self, path: Path) -> None:
+        acc, layout = self.accelerator, self._layout()
         saved = ckpt.read_trainer_state(path)
-        self.state = TrainerState(**{**saved, "world_size": acc.num_processes})
+        ckpt.check_resumable_layout(path, saved, layout)
+        saved_ranks = saved.get("world_size", 1)
+        ckpt.load_accelerate_state(acc, path, with_random_state=acc.process_index < saved_ranks)
+        if acc.process_index >= saved_ranks:
+            # a rank the saved run did not have: no random state to restore, so one of its own
+            set_seed(self.train_cfg.seed, device_specific=True)
+        # Accelerate restores the saved run's micro-batch count; a checkpoint is always taken at an optimizer-step
+        # boundary, and with another --gradient_accumulation_steps the restored count would put every sync point
+        # off the step, so that the optimizer never updated the weights again
+        acc.step = 0
+        self.state = TrainerState(**{**saved, **layout})
         self.last_saved_step = self.state.step
-        if saved.get("world_size", 1) == acc.num_processes:
-            self.stream.load_state_dict(ckpt.read_json(state_dir / ckpt.data_state_file(acc.process_index)))
-        else:
-            # stream positions are per rank; with another rank count the shards differ, so start a fresh epoch
-            logger.warning(
-                f"checkpoint was written by {saved.get('world_size')} processes, resuming with {acc.num_processes}: "
-                "the data stream restarts with the next epoch's pairings"
-            )
-            self.stream.epoch = self.state.epoch + 1
+        self._resume_stream(path / ckpt.STATE_DIR, saved)
         logger.info(f"resumed from {path} at step {self.state.step}")
+
+    def _resume_stream(self, state_dir: Path, saved: dict[str, Any]) -> None:
+        """Each rank's stream continues where it stopped. With another number of data slots (processes x
+        workers) the saved positions do not map onto the new slots: the stream restarts with the next epoch, and the
+        documents and tokens read so far carry over."""
+        acc, workers = self.accelerator, self.train_cfg.dataloader_num_workers
+        was = (saved.get("world_size", 1), saved.get("num_workers", 0))
+        if was == (acc.num_processes, workers):
+            self.stream.load_state_dict(ckpt.read_json(state_dir / ckpt.data_state_file(acc.process_index)))
+            return
+        logger.warning(
+            f"checkpoint was written by {was[0]} process(es) with {was[1]} DataLoader worker(s) each, resuming with "
+            f"{acc.num_processes} and {workers}: the data stream restarts with the next epoch's order"
+        )
+        positions = [ckpt.read_json(state_dir / ckpt.data_state_file(rank)) for rank in range(was[0])]
+        # the counts of every saved rank go to rank 0, so that their sums over ranks carry on
+        self.stream.restart_at(saved["epoch"] + 1, positions if acc.is_main_process else [])

@@ -1,0 +1,58 @@
+"""The learning-rate schedule: step for step transformers' schedule without a time budget; over a time budget, the
+rate follows the clock and reaches its end value when the budget runs out, whichever limit comes first."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import get_scheduler
+
+from bert_recipes.errors import UsageError
+from bert_recipes.schedule import LearningRateSchedule
+
+TRANSFORMERS_NAME = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+
+
+@pytest.mark.parametrize("shape", ["linear", "cosine", "constant"])
+@pytest.mark.parametrize(("warmup_steps", "warmup_ratio"), [(0, 0.0), (7, 0.0), (0, 0.06), (3, 0.5)])
+def test_without_a_budget_it_is_transformers_schedule(shape, warmup_steps, warmup_ratio):
+    steps, peak = 50, 1e-3
+    schedule = LearningRateSchedule(peak, steps, warmup_steps=warmup_steps, warmup_ratio=warmup_ratio, shape=shape)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=peak)
+    # the warmup the trainer always gave transformers: a ratio rounds up to whole steps
+    warmup = warmup_steps or math.ceil(warmup_ratio * steps)
+    reference = get_scheduler(TRANSFORMERS_NAME[shape], optimizer, warmup, num_training_steps=steps)
+    for step in range(steps + 1):
+        # the rate of the optimizer step that follows `step` completed steps; the clock plays no part
+        assert schedule.learning_rate(step, seconds=1e6) == pytest.approx(reference.get_last_lr()[0], abs=1e-12)
+        optimizer.step()
+        reference.step()
+
+
+def test_over_a_budget_the_rate_follows_the_clock_to_its_end():
+    schedule = LearningRateSchedule(1.0, max_steps=10**9, max_train_time=100.0, warmup_ratio=0.1)
+    assert schedule.warmup_in_steps == 0
+    assert schedule.learning_rate(step=5, seconds=5.0) == pytest.approx(0.5)  # warming up over the first 10 s
+    assert schedule.learning_rate(step=50, seconds=10.0) == pytest.approx(1.0)
+    assert schedule.learning_rate(step=500, seconds=55.0) == pytest.approx(0.5)
+    assert schedule.learning_rate(step=900, seconds=99.0) == pytest.approx(1 / 90)
+    assert schedule.learning_rate(step=999, seconds=100.0) == 0.0
+
+
+def test_the_first_limit_reached_drives_the_schedule():
+    schedule = LearningRateSchedule(1.0, max_steps=100, max_train_time=100.0, warmup_steps=10)
+    # steps ahead of the clock: progress 0.55 by steps
+    assert schedule.progress(step=55, seconds=20.0) == pytest.approx(0.55)
+    # the clock ahead of the steps: progress 0.8 by time
+    assert schedule.progress(step=30, seconds=80.0) == pytest.approx(0.8)
+    assert schedule.learning_rate(step=30, seconds=80.0) == pytest.approx((1 - 0.8) / (1 - 0.1))
+    assert schedule.learning_rate(step=5, seconds=1.0) == pytest.approx(0.5)  # warmup counted in steps
+
+
+def test_an_unknown_shape_or_ratio_is_one_clear_error():
+    with pytest.raises(UsageError, match="--lr_scheduler_type wsd is not one of linear, cosine, constant"):
+        LearningRateSchedule(1.0, 10, shape="wsd")
+    with pytest.raises(UsageError, match="--warmup_ratio"):
+        LearningRateSchedule(1.0, 10, warmup_ratio=1.5)
