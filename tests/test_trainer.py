@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import itertools
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -158,10 +161,8 @@ def resume_and_compare(tokenizer_dir: Path, out: Path, expected: dict[int, float
     return stopped
 
 
-@pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_resumes_with_identical_losses(tokenizer_dir, tmp_path, uninterrupted_losses):
-    out = tmp_path / "run"
-    args = tiny_args(tokenizer_dir, out, *STOP_ARGS)
+def run_until_sigterm(args: list[str], out: Path) -> None:
+    """pretrain.py in its own process, sent SIGTERM once it has logged its first step; it must exit 0."""
     proc = subprocess.Popen([sys.executable, str(PRETRAIN), *args], cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and not (out / "metrics.jsonl").exists():
@@ -169,15 +170,69 @@ def test_sigterm_saves_a_checkpoint_and_resumes_with_identical_losses(tokenizer_
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_resumes_with_identical_losses(tokenizer_dir, tmp_path, uninterrupted_losses):
+    out = tmp_path / "run"
+    run_until_sigterm(tiny_args(tokenizer_dir, out, *STOP_ARGS), out)
     assert (out / "model.safetensors").is_file()
     resume_and_compare(tokenizer_dir, out, uninterrupted_losses)
 
 
-def test_max_train_time_stop_resumes_with_identical_losses(tokenizer_dir, tmp_path, uninterrupted_losses):
+def small_corpus(tmp_path: Path, documents: int = 12) -> Path:
+    """The demo corpus's first documents: an epoch of a few dozen steps."""
+    path = tmp_path / "small.jsonl.gz"
+    with gzip.open(DEMO_CORPUS, "rt") as source, gzip.open(path, "wt") as target:
+        target.writelines(itertools.islice(source, documents))
+    return path
+
+
+@pytest.mark.parametrize("ending", ["max_steps", "max_train_time", "num_train_epochs", "sigterm"])
+def test_every_way_a_run_ends_leaves_an_evaluation_a_checkpoint_and_the_model(ending, tokenizer_dir, tmp_path):
     out = tmp_path / "run"
-    # far shorter than 20 steps even on a fast machine; the first step (which opens the stream) always runs
-    pretrain_in_process(tiny_args(tokenizer_dir, out, *STOP_ARGS, "--max_train_time", "0.2"))
-    resume_and_compare(tokenizer_dir, out, uninterrupted_losses)
+    # evaluation on, but never due at a step of its own before the end
+    flags = ["--max_steps", "100000", "--save_steps", "0", "--eval_steps", "50000"]
+    flags += {
+        "max_steps": ["--max_steps", "7"],
+        "max_train_time": ["--max_train_time", "1.0"],
+        # a third of the documents held out, so that a small corpus still has some
+        "num_train_epochs": ["--num_train_epochs", "1", "--train_files", str(small_corpus(tmp_path)),
+                             "--eval_every_nth_document", "3"],
+        "sigterm": [],
+    }[ending]  # fmt: skip
+    args = tiny_args(tokenizer_dir, out, *flags)
+    if ending == "sigterm":
+        run_until_sigterm(args, out)
+    else:
+        pretrain_in_process(args)
+    records = read_metrics(out)
+    last = records[-1]["step"]
+    assert 0 < last < 100000
+    assert "eval_mlm_loss" in records[-1] and math.isfinite(records[-1]["eval_mlm_loss"]), records[-1]
+    assert ckpt.list_checkpoints(out)[-1].name == f"checkpoint-{last}"
+    assert (
+        load_file(out / "model.safetensors").keys()
+        == load_file(out / f"checkpoint-{last}" / "model.safetensors").keys()
+    )
+
+
+def test_a_time_budget_runs_the_learning_rate_schedule_to_its_end(tokenizer_dir, tmp_path):
+    out, budget, peak = tmp_path / "run", 3.0, 2.0e-3
+    flags = ("--max_steps", "100000", "--max_train_time", str(budget), "--save_steps", "0", "--eval_steps", "0",
+             "--warmup_steps", "0", "--warmup_ratio", "0.1")  # fmt: skip
+    pretrain_in_process(tiny_args(tokenizer_dir, out, *flags))
+    records = read_metrics(out)
+    assert len(records) >= 5, "too few steps in the budget to see a schedule"
+    rates = [r["learning_rate"] for r in records]
+    # past warmup the rate only falls, and never above what the clock at the previous step's end allows:
+    # each step's rate is read at its start, after the previous step's record
+    for before, rate in zip(records[:-1], rates[1:], strict=True):
+        progress = before["elapsed_seconds"] / budget
+        if progress >= 0.1:
+            assert rate <= peak * (1 - progress) / 0.9 + 1e-12, (before, rate)
+    assert rates[-1] < 0.5 * peak, rates  # a step-length schedule of 100,000 steps would still be at its peak
+    assert records[-1]["elapsed_seconds"] >= 0.9 * budget
 
 
 def test_overwrite_output_dir_starts_over(tokenizer_dir, tmp_path):
