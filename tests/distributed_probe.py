@@ -1,10 +1,12 @@
 """Launched by tests/test_distributed.py under `accelerate launch`: trains with the real Pretrainer, then records
-what each rank saw (process count, backend, hashes of its first examples, a parameter checksum) as JSON."""
+what each rank saw (process count, backend, hashes of its first examples, a parameter checksum, the optimizer that
+stepped and what it was given, the weights' dtype) as JSON."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from itertools import islice
 from pathlib import Path
@@ -29,6 +31,17 @@ def sharded_parameter_count(model: torch.nn.Module) -> int:
     return sum(1 for p in model.parameters() if hasattr(p, "to_local") and p.to_local().numel() < p.numel())
 
 
+def logged_records(output_dir: Path) -> list[dict]:
+    # not tests.test_trainer's reader: importing the test modules sets up Accelerate's state before the Pretrainer
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def stepping_optimizer(trainer: Pretrainer) -> torch.optim.Optimizer:
+    """The optimizer that updates the weights: under DeepSpeed the one inside the engine's ZeRO optimizer."""
+    zero_optimizer = getattr(trainer.model, "optimizer", None)
+    return getattr(zero_optimizer, "optimizer", None) or trainer.optimizer.optimizer
+
+
 def main(argv: list[str]) -> None:
     corpus, data, model, train = parse_config([CorpusConfig, DataConfig, ModelConfig, TrainConfig], argv)
     trainer = Pretrainer(corpus, data, model, train)
@@ -36,6 +49,7 @@ def main(argv: list[str]) -> None:
     # read before run(): end_training() tears the process group down
     backend = str(torch.distributed.get_backend()) if torch.distributed.is_initialized() else None
     sharded = sharded_parameter_count(trainer.model)
+    optimizer = stepping_optimizer(trainer)
     trainer.run()
     report = {
         "rank": acc.process_index,
@@ -45,6 +59,11 @@ def main(argv: list[str]) -> None:
         "examples": example_hashes(trainer, 40),
         "sharded_parameters": sharded,
         "checksum": [p.detach().double().sum().item() for p in trainer.bert.parameters()],
+        "optimizer": type(optimizer).__name__,
+        "optimizer_groups": [{k: g[k] for k in ("betas", "eps", "weight_decay")} for g in optimizer.param_groups],
+        "offloads_optimizer": bool(getattr(trainer.model, "zero_use_cpu_optimizer", lambda: False)()),
+        "weight_dtype": str(next(trainer.model.parameters()).dtype),
+        "losses_finite": all(math.isfinite(r["loss"]) for r in logged_records(trainer.output_dir)),
     }
     Path(train.output_dir, f"probe_rank{acc.process_index}.json").write_text(json.dumps(report))
 

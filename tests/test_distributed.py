@@ -18,8 +18,9 @@ from accelerate.commands.config.config_args import load_config_from_file
 from safetensors.torch import load_file
 
 from bert_recipes.checkpointing import list_checkpoints
+from bert_recipes.distributed import bf16_supported
 from tests.conftest import REPO_ROOT
-from tests.test_trainer import losses_by_step, tiny_args
+from tests.test_trainer import losses_by_step, read_metrics, tiny_args
 
 CONFIGS = REPO_ROOT / "accelerate_configs"
 PRETRAIN = REPO_ROOT / "recipes" / "pretrain.py"
@@ -179,9 +180,12 @@ def test_two_machines_train_checkpoint_and_resume_together_with_identical_losses
 def test_every_accelerate_config_loads(config):
     cluster = load_config_from_file(str(config))
     assert cluster.num_processes >= 1 and cluster.num_machines >= 1
-    assert cluster.mixed_precision in ("no", "bf16", "fp16")
-    if "gpu" in config.stem or config.stem in ("multi_node", "fsdp") or "deepspeed" in config.stem:
+    assert cluster.mixed_precision in ("no", "bf16", "fp16", None)
+    if "gpu" in config.stem or config.stem in ("multi_node", "fsdp"):
         assert cluster.mixed_precision == "bf16", "GPU configs train in bf16"
+    if config.stem.startswith("deepspeed"):
+        # Accelerate refuses the key beside a deepspeed_config_file: bf16 comes through the JSON's "auto"
+        assert "mixed_precision" not in yaml.safe_load(config.read_text())
     if config.stem == "fsdp":
         assert cluster.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "BertLayer"
         assert cluster.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
@@ -240,6 +244,37 @@ def test_deepspeed_zero_trains_saves_full_weights_and_resumes(stage, tokenizer_d
     )
     assert_ok(result)
     assert_resumed_exactly(out, resumed, range(4, 7))
+
+
+DEEPSPEED_LAUNCH_CONFIGS = sorted(CONFIGS.glob("deepspeed_*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", DEEPSPEED_LAUNCH_CONFIGS, ids=[p.stem for p in DEEPSPEED_LAUNCH_CONFIGS])
+def test_every_deepspeed_config_starts_as_documented_with_an_optimizer_deepspeed_accepts(
+    config, tokenizer_dir, tmp_path
+):
+    """Launched as the README says (only the process count changed), in the recipe's own precision (auto: bf16 on
+    CPUs with AVX512-BF16). With offload_optimizer DeepSpeed refuses, on GPUs only, any optimizer but its
+    DeepSpeedCPUAdam: the probe reads what the engine steps with, and the hyperparameters it was given."""
+    pytest.importorskip("deepspeed", reason="pip install -e .[deepspeed]")
+    out = tmp_path / "run"
+    args = tiny_args(tokenizer_dir, out, "--max_steps", "3", "--save_steps", "0", "--eval_steps", "0",
+                     "--mixed_precision", "auto")  # fmt: skip
+    assert_ok(launch(config.name, PROBE, args, "--num_processes", "2"))
+    reports = [json.loads((out / f"probe_rank{r}.json").read_text()) for r in (0, 1)]
+    offload = "offload" in config.stem
+    for report in reports:
+        assert (report["distributed_type"], report["num_processes"]) == ("DistributedType.DEEPSPEED", 2)
+        assert report["offloads_optimizer"] == offload
+        assert report["optimizer"] == ("DeepSpeedCPUAdam" if offload else "AdamW")
+        # weight decay on the matrices only, even under ZeRO-3 where parameters are empty shards when grouped
+        assert sorted(g["weight_decay"] for g in report["optimizer_groups"]) == [0.0, 0.01]
+        assert all((g["betas"], g["eps"]) == ([0.9, 0.98], 1e-6) for g in report["optimizer_groups"])
+        assert report["losses_finite"]
+    precision = "bf16" if bf16_supported() else "no"
+    assert read_metrics(out)[0]["mixed_precision"] == precision
+    assert reports[0]["weight_dtype"] == ("torch.bfloat16" if precision == "bf16" else "torch.float32")
 
 
 @pytest.mark.slow

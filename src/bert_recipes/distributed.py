@@ -41,7 +41,9 @@ def bf16_supported() -> bool:
 
 def resolve_mixed_precision(requested: str) -> str:
     """`auto`: the Accelerate config's value when launched with one, else bf16 where the hardware has it."""
-    from_config = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    # Accelerate refuses a mixed_precision key beside a DeepSpeed config file, and its launcher then exports "no":
+    # under DeepSpeed the precision is the DeepSpeed JSON's, whose "auto" Accelerate fills from this choice
+    from_config = None if launched_with_deepspeed() else os.environ.get("ACCELERATE_MIXED_PRECISION")
     precision = requested if requested != "auto" else from_config or ("bf16" if bf16_supported() else "no")
     if precision not in PRECISIONS:
         raise UsageError(f"--mixed_precision {requested} is not one of auto, {', '.join(PRECISIONS)}")

@@ -135,7 +135,10 @@ class TrainerState:
 def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, param in model.named_parameters():
-        (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+        # under ZeRO-3 (zero3_init_flag) a parameter holds an empty 1-d shard and its real shape is ds_shape:
+        # by param.ndim every weight would lose its weight decay
+        vector = len(getattr(param, "ds_shape", param.shape)) < 2
+        (no_decay if vector or "LayerNorm" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # fused: one kernel over every parameter; torch's CPU default loops over them (bert-small: 21 ms against 124)
     return torch.optim.AdamW(
