@@ -31,6 +31,11 @@ def sharded_parameter_count(model: torch.nn.Module) -> int:
     return sum(1 for p in model.parameters() if hasattr(p, "to_local") and p.to_local().numel() < p.numel())
 
 
+def process_group_timeout() -> float:
+    group = torch.distributed.distributed_c10d._get_default_group()
+    return group._get_backend(torch.device("cpu")).options._timeout.total_seconds()
+
+
 def logged_records(output_dir: Path) -> list[dict]:
     # not tests.test_trainer's reader: importing the test modules sets up Accelerate's state before the Pretrainer
     return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
@@ -48,6 +53,7 @@ def main(argv: list[str]) -> None:
     acc = trainer.accelerator
     # read before run(): end_training() tears the process group down
     backend = str(torch.distributed.get_backend()) if torch.distributed.is_initialized() else None
+    timeout = process_group_timeout() if torch.distributed.is_initialized() else None
     sharded = sharded_parameter_count(trainer.model)
     optimizer = stepping_optimizer(trainer)
     trainer.run()
@@ -56,6 +62,9 @@ def main(argv: list[str]) -> None:
         "num_processes": acc.num_processes,
         "distributed_type": str(acc.distributed_type),
         "backend": backend,
+        "timeout_seconds": timeout,
+        # equal on every rank exactly when the ranks drew the same random numbers (dropout masks) all along
+        "rng_state": hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest(),
         "examples": example_hashes(trainer, 40),
         "sharded_parameters": sharded,
         "checksum": [p.detach().double().sum().item() for p in trainer.bert.parameters()],

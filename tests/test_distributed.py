@@ -16,9 +16,17 @@ import torch
 import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 from safetensors.torch import load_file
+from transformers import BertForPreTraining
 
 from bert_recipes.checkpointing import list_checkpoints
+from bert_recipes.config import parse_config
+from bert_recipes.corpus import CorpusConfig
 from bert_recipes.distributed import bf16_supported
+from bert_recipes.evaluation import mlm_metrics
+from bert_recipes.modeling import ModelConfig, SparsePretrainingLoss
+from bert_recipes.pretraining_data import DataConfig, held_out_batches
+from bert_recipes.tokenization import load_tokenizer
+from bert_recipes.trainer import TrainConfig
 from tests.conftest import REPO_ROOT
 from tests.test_trainer import losses_by_step, read_metrics, tiny_args
 
@@ -98,16 +106,22 @@ def assert_ok(result: subprocess.CompletedProcess) -> None:
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_see_disjoint_data_and_keep_identical_parameters(tokenizer_dir, tmp_path):
+@pytest.mark.parametrize("seed_per_rank", [True, False])
+def test_two_cpu_processes_see_disjoint_data_and_keep_identical_parameters(seed_per_rank, tokenizer_dir, tmp_path):
     out = tmp_path / "ddp"
-    assert_ok(launch("multi_cpu.yaml", PROBE, tiny_args(tokenizer_dir, out, "--max_steps", "6", "--save_steps", "0")))
+    args = tiny_args(tokenizer_dir, out, "--max_steps", "6", "--save_steps", "0", "--ddp_timeout", "1234",
+                     "--dropout_seed_per_rank", str(seed_per_rank).lower())  # fmt: skip
+    assert_ok(launch("multi_cpu.yaml", PROBE, args))
     reports = [json.loads((out / f"probe_rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["num_processes"] for r in reports] == [2, 2]
     assert {r["distributed_type"] for r in reports} == {"DistributedType.MULTI_CPU"}
     assert {r["backend"] for r in reports} == {"gloo"}
+    assert {r["timeout_seconds"] for r in reports} == {1234}
     assert not set(reports[0]["examples"]) & set(reports[1]["examples"])
     assert len(set(reports[0]["examples"])) == 40
     assert reports[0]["checksum"] == reports[1]["checksum"]
+    # the weights start equal either way; the dropout masks differ between ranks unless asked not to
+    assert (reports[0]["rng_state"] != reports[1]["rng_state"]) == seed_per_rank
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +131,24 @@ def two_process_run(tokenizer_dir, tmp_path_factory) -> Path:
         launch("multi_cpu.yaml", PRETRAIN, tiny_args(tokenizer_dir, out, "--max_steps", "12", "--save_steps", "6"))
     )
     return out
+
+
+@pytest.mark.slow
+def test_two_processes_evaluate_what_one_process_scores(tokenizer_dir, tmp_path):
+    """Each rank scores its share of the held-out batches (3 of them here: one rank runs a padding pass)."""
+    out = tmp_path / "run"
+    args = tiny_args(tokenizer_dir, out, "--max_steps", "2", "--eval_steps", "2", "--save_steps", "0",
+                     "--per_device_eval_batch_size", "12")  # fmt: skip
+    assert_ok(launch("multi_cpu.yaml", PRETRAIN, args))
+    logged = [r for r in read_metrics(out) if "eval_mlm_loss" in r]
+    assert [r["step"] for r in logged] == [2]
+    corpus, data, _, train = parse_config([CorpusConfig, DataConfig, ModelConfig, TrainConfig], args)
+    batches = held_out_batches(corpus, data, load_tokenizer(str(tokenizer_dir)), train.seed, 12)
+    assert len(batches) == 3
+    model = SparsePretrainingLoss(BertForPreTraining.from_pretrained(out))
+    expected = mlm_metrics(model, batches, torch.device("cpu"))
+    assert expected.keys() <= logged[0].keys()
+    assert all(logged[0][k] == pytest.approx(v, rel=1e-5) for k, v in expected.items()), (logged[0], expected)
 
 
 def resume_copy(run: Path, tmp_path: Path, step: int = 6) -> Path:

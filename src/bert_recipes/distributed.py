@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -61,13 +62,13 @@ def make_accelerator(
     find_unused_parameters: bool,
     mixed_precision: str = "auto",
     torch_compile: bool = False,
+    ddp_timeout: float = 1800.0,
 ) -> Accelerator:
     """An Accelerator that runs the launch it was given on GPUs or, with no GPU, on CPU processes over gloo."""
     on_cpu = not torch.cuda.is_available()
     deepspeed = launched_with_deepspeed()
-    handlers: list[Any] = []
-    if on_cpu and deepspeed:
-        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    backend = {"backend": "gloo"} if on_cpu and deepspeed else {}
+    handlers: list[Any] = [InitProcessGroupKwargs(timeout=timedelta(seconds=ddp_timeout), **backend)]
     if find_unused_parameters:
         handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
     accelerator = Accelerator(

@@ -26,22 +26,31 @@ from bert_recipes.pretraining_data import DataConfig, held_out_batches, validate
 
 @torch.no_grad()
 def mlm_metrics(
-    model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], device: torch.device
+    model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], device: torch.device, accelerator=None
 ) -> dict[str, float]:
-    """Loss, accuracy and perplexity over every masked position of `batches` (NSP accuracy when they have labels)."""
+    """Loss, accuracy and perplexity over every masked position of `batches` (NSP accuracy when they have labels).
+
+    With an `accelerator` of several processes each rank scores every world_size-th batch and the sums are reduced:
+    the numbers of one process in a world_size-th of the time. Every rank runs the same number of forward passes
+    (a rank short of batches re-scores one with weight 0), since DDP and ZeRO-3 forwards are collective.
+    """
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     was_training = model.training
     model.eval()
-    loss_sum = correct = count = nsp_correct = nsp_count = 0.0
-    for batch in batches:
+    # masked-token loss sum, correct, count; NSP correct, count: summed on the device, read once at the end
+    sums = torch.zeros(5, dtype=torch.float64, device=device)
+    for index in range(rank, rank + world * math.ceil(len(batches) / world), world):
+        batch = batches[min(index, len(batches) - 1)]
         out = model(**{k: v.to(device) for k, v in batch.items()})
-        masked = float(out["mlm_count"])
-        loss_sum += float(out["mlm_loss"]) * masked
-        correct += float(out["mlm_correct"])
-        count += masked
+        masked = out["mlm_count"].double()
+        parts = [out["mlm_loss"].double() * masked, out["mlm_correct"].double(), masked]
         if "next_sentence_label" in batch:
-            nsp_correct += float(out["nsp_correct"])
-            nsp_count += batch["next_sentence_label"].numel()
+            parts += [out["nsp_correct"].double(), torch.tensor(batch["next_sentence_label"].numel(), device=device)]
+        sums[: len(parts)] += torch.stack(parts).double() * (index < len(batches))
     model.train(was_training)
+    if world > 1:
+        sums = accelerator.reduce(sums, "sum")
+    loss_sum, correct, count, nsp_correct, nsp_count = sums.tolist()
     mlm_loss = loss_sum / max(count, 1.0)
     metrics = {
         "eval_mlm_loss": mlm_loss,

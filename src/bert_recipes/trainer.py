@@ -116,6 +116,20 @@ class TrainConfig:
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Recompute activations in backward: less memory, about a third more time."}
     )
+    ddp_timeout: float = field(
+        default=1800.0,
+        metadata={
+            "help": "Seconds a collective waits for the slowest rank before the run fails (NCCL's default is 600; "
+            "an exact resume first replays the data stream up to its position, which can take longer)."
+        },
+    )
+    dropout_seed_per_rank: bool = field(
+        default=True,
+        metadata={
+            "help": "Seed each rank's dropout with seed + rank after the (shared) initialisation; false: every "
+            "rank draws the same dropout masks, as before."
+        },
+    )
 
 
 @dataclass
@@ -249,6 +263,7 @@ class Pretrainer:
             find_unused_parameters=data.no_nsp,
             mixed_precision=train.mixed_precision,
             torch_compile=train.torch_compile,
+            ddp_timeout=train.ddp_timeout,
         )
         # the precision that runs, recorded in training_args.yaml and the model card
         train.mixed_precision = acc.mixed_precision
@@ -259,6 +274,9 @@ class Pretrainer:
         self.pusher = CheckpointPusher(self.hub_cfg, train.output_dir, repo_id=repo_id) if repo_id else None
         set_seed(train.seed)
         self.bert = build_or_load_model(model, bert_config)
+        if train.dropout_seed_per_rank and acc.num_processes > 1:
+            # the weights come from the shared seed; masks repeated on every rank would waste part of the batch
+            set_seed(train.seed, device_specific=True)
         if train.gradient_checkpointing:
             self.bert.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         fill_deepspeed_auto_values(acc, train.per_device_train_batch_size, train.max_grad_norm)
@@ -361,7 +379,8 @@ class Pretrainer:
         return None if grad_norm is None else float(grad_norm)
 
     def _evaluate(self) -> dict[str, float]:
-        self.eval_metrics = mlm_metrics(self.model, self.eval_batches, self.accelerator.device)
+        acc = self.accelerator
+        self.eval_metrics = mlm_metrics(self.model, self.eval_batches, acc.device, accelerator=acc)
         self.last_eval_step = self.state.step
         return self.eval_metrics
 
