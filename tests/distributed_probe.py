@@ -69,7 +69,10 @@ def main(argv: list[str]) -> None:
         "sharded_parameters": sharded,
         "checksum": [p.detach().double().sum().item() for p in trainer.bert.parameters()],
         "optimizer": type(optimizer).__name__,
-        "optimizer_groups": [{k: g[k] for k in ("betas", "eps", "weight_decay")} for g in optimizer.param_groups],
+        "optimizer_groups": [
+            {**{k: g[k] for k in ("betas", "eps", "weight_decay")}, "elements": sum(p.numel() for p in g["params"])}
+            for g in optimizer.param_groups
+        ],
         "offloads_optimizer": bool(getattr(trainer.model, "zero_use_cpu_optimizer", lambda: False)()),
         "weight_dtype": str(next(trainer.model.parameters()).dtype),
         "losses_finite": all(math.isfinite(r["loss"]) for r in logged_records(trainer.output_dir)),

@@ -7,6 +7,7 @@ stops with one line instead of training on."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from bert_recipes import checkpointing as ckpt
@@ -167,7 +169,8 @@ def test_a_deepspeed_checkpoint_in_another_layout_is_one_clear_error(config, sav
 
 def test_an_optimizer_step_off_the_accumulation_boundary_stops_the_run(tokenizer_dir, tmp_path):
     """The condition the resume bug created: Accelerate's micro-batch counter one off the boundary, so that the
-    optimizer silently did nothing. The guard must stop before the first such step changes anything."""
+    optimizer silently did nothing. The guard must stop at the first such step (here, without DeepSpeed, before
+    anything changed; under DeepSpeed the engine has stepped at the early sync point by then)."""
     out = tmp_path / "run"
     args = tiny_args(tokenizer_dir, out, *EVERY_STEP, "--gradient_accumulation_steps", "2")
     reset_accelerate()
@@ -177,3 +180,56 @@ def test_an_optimizer_step_off_the_accumulation_boundary_stops_the_run(tokenizer
     with pytest.raises(UsageError, match="step 1: the optimizer would not update the weights"):
         trainer.run()
     assert all(torch.equal(before[k], v) for k, v in trainer.bert.state_dict().items())
+
+
+def test_a_checkpoint_without_a_loss_scaler_resumes_into_an_fp16_run(tmp_path):
+    """fp16 on CUDA brings a GradScaler; a bf16 or fp32 checkpoint has no scaler.pt for Accelerate to read."""
+    reset_accelerate()
+    accelerator = Accelerator(cpu=True)
+    layer = torch.nn.Linear(4, 4)
+    accelerator.prepare(layer, torch.optim.AdamW(layer.parameters()))
+    accelerator.save_state(str(tmp_path / ckpt.STATE_DIR))
+    (tmp_path / ckpt.STATE_DIR / ckpt.TRAINER_STATE).write_text("{}")
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    accelerator.scaler = scaler
+    ckpt.load_accelerate_state(accelerator, tmp_path)
+    assert accelerator.scaler is scaler and scaler.get_scale() == 1024.0
+
+
+@pytest.mark.parametrize(
+    ("saved", "now", "refused"),
+    [
+        ({"zero_stage": 0, "fsdp": False}, {"zero_stage": 0, "fsdp": True}, "was written with no DeepSpeed"),
+        ({"zero_stage": 0, "fsdp": True}, {"zero_stage": 0, "fsdp": False}, "was written with FSDP"),
+        ({"zero_stage": 2, "fsdp": False}, {"zero_stage": 2, "fsdp": False, "world_size": 4}, "ZeRO-2 on 2"),
+        ({"zero_stage": 0, "fsdp": False}, {"zero_stage": 0, "fsdp": False, "world_size": 4}, None),
+    ],
+)
+def test_layouts_that_cannot_load_each_other_are_refused(saved, now, refused, tmp_path):
+    base = {"world_size": 2, "mixed_precision": "bf16"}
+    check = lambda: ckpt.check_resumable_layout(tmp_path, {**base, **saved}, {**base, **now})  # noqa: E731
+    if refused is None:
+        check()
+    else:
+        with pytest.raises(UsageError, match=refused):
+            check()
+
+
+def test_a_checkpoint_of_the_previous_version_with_workers_resumes_its_stream_exactly(
+    saved_runs, tokenizer_dir, tmp_path
+):
+    """Checkpoints written before trainer_state.json recorded the worker count: it is read from the loader state."""
+    saved = saved_runs("accumulating_workers_bf16")
+    out = tmp_path / "resumed"
+    shutil.copytree(saved / f"checkpoint-{RESUME_AT}", out / f"checkpoint-{RESUME_AT}")
+    state_file = out / f"checkpoint-{RESUME_AT}" / ckpt.STATE_DIR / ckpt.TRAINER_STATE
+    state = json.loads(state_file.read_text())
+    for key in ("num_workers", "zero_stage", "fsdp", "mixed_precision", "last_eval_step"):
+        state.pop(key)
+    state_file.write_text(json.dumps(state))
+    _, flags = SAVED_RUNS["accumulating_workers_bf16"]
+    pretrain_in_process(tiny_args(tokenizer_dir, out, *EVERY_STEP, *flags, "--resume_from_checkpoint", "latest"))
+    expected = {r["step"]: r["loss"] for r in read_metrics(saved)}
+    assert {r["step"]: r["loss"] for r in read_metrics(out)} == pytest.approx(
+        {s: expected[s] for s in range(RESUME_AT + 1, STEPS + 1)}, abs=1e-6
+    )

@@ -3,6 +3,7 @@ rate follows the clock and reaches its end value when the budget runs out, which
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -12,10 +13,8 @@ from transformers import get_scheduler
 from bert_recipes.errors import UsageError
 from bert_recipes.schedule import LearningRateSchedule
 
-TRANSFORMERS_NAME = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 
-
-@pytest.mark.parametrize("shape", ["linear", "cosine", "constant"])
+@pytest.mark.parametrize("shape", ["linear", "cosine", "constant_with_warmup", "constant"])
 @pytest.mark.parametrize(("warmup_steps", "warmup_ratio"), [(0, 0.0), (7, 0.0), (0, 0.06), (3, 0.5)])
 def test_without_a_budget_it_is_transformers_schedule(shape, warmup_steps, warmup_ratio):
     steps, peak = 50, 1e-3
@@ -23,7 +22,7 @@ def test_without_a_budget_it_is_transformers_schedule(shape, warmup_steps, warmu
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=peak)
     # the warmup the trainer always gave transformers: a ratio rounds up to whole steps
     warmup = warmup_steps or math.ceil(warmup_ratio * steps)
-    reference = get_scheduler(TRANSFORMERS_NAME[shape], optimizer, warmup, num_training_steps=steps)
+    reference = get_scheduler(shape, optimizer, warmup, num_training_steps=steps)
     for step in range(steps + 1):
         # the rate of the optimizer step that follows `step` completed steps; the clock plays no part
         assert schedule.learning_rate(step, seconds=1e6) == pytest.approx(reference.get_last_lr()[0], abs=1e-12)
@@ -51,8 +50,17 @@ def test_the_first_limit_reached_drives_the_schedule():
     assert schedule.learning_rate(step=5, seconds=1.0) == pytest.approx(0.5)  # warmup counted in steps
 
 
+@pytest.mark.parametrize("shape", ["linear", "cosine"])
+def test_warmup_in_steps_meets_the_decay_without_a_jump_when_the_clock_leads(shape):
+    # a budget that binds: 1,000 warmup steps of 100,000 while the clock runs 27 times ahead of the steps
+    schedule = LearningRateSchedule(1.0, max_steps=100_000, max_train_time=3600.0, warmup_steps=1000, shape=shape)
+    rates = [schedule.factor(step, seconds=step * 0.972) for step in range(3705)]
+    assert max(abs(b - a) for a, b in itertools.pairwise(rates)) < 2e-3
+    assert rates[-1] == 0.0
+
+
 def test_an_unknown_shape_or_ratio_is_one_clear_error():
-    with pytest.raises(UsageError, match="--lr_scheduler_type wsd is not one of linear, cosine, constant"):
+    with pytest.raises(UsageError, match="--lr_scheduler_type wsd is not one of linear, cosine, constant_with_warmup"):
         LearningRateSchedule(1.0, 10, shape="wsd")
     with pytest.raises(UsageError, match="--warmup_ratio"):
         LearningRateSchedule(1.0, 10, warmup_ratio=1.5)

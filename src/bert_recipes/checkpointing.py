@@ -12,13 +12,21 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
 from accelerate.utils import load
-from accelerate.utils.constants import FSDP_MODEL_NAME, MODEL_NAME, OPTIMIZER_NAME, RNG_STATE_NAME, SAFE_MODEL_NAME
+from accelerate.utils.constants import (
+    FSDP_MODEL_NAME,
+    MODEL_NAME,
+    OPTIMIZER_NAME,
+    RNG_STATE_NAME,
+    SAFE_MODEL_NAME,
+    SCALER_NAME,
+)
 
 from bert_recipes.errors import UsageError
 
@@ -221,6 +229,19 @@ def save_checkpoint(
     return final
 
 
+@contextmanager
+def fresh_scaler_unless_saved(accelerator: Accelerator, state_dir: Path) -> Iterator[None]:
+    """Accelerate reads scaler.pt whenever this run has an fp16 loss scaler, without looking whether the checkpoint
+    (written in bf16 or fp32) has one: then the scaler starts fresh."""
+    scaler = accelerator.scaler
+    if scaler is not None and not (state_dir / SCALER_NAME).is_file():
+        accelerator.scaler = None
+    try:
+        yield
+    finally:
+        accelerator.scaler = scaler
+
+
 def load_accelerate_state(accelerator: Accelerator, path: Path, with_random_state: bool = True) -> None:
     """Model, optimizer and RNG states; a failure names its cause (a tensor's shape, or corrupt files).
 
@@ -232,7 +253,8 @@ def load_accelerate_state(accelerator: Accelerator, path: Path, with_random_stat
         # accelerate only logs a random-state file it cannot read (a resume that is silently not exact): read it first
         if with_random_state:
             load(rng_states)
-        accelerator.load_state(str(path / STATE_DIR))
+        with fresh_scaler_unless_saved(accelerator, path / STATE_DIR):
+            accelerator.load_state(str(path / STATE_DIR))
     except Exception as err:  # truncated or foreign files fail deep inside torch/safetensors
         message = " ".join(str(err).split())
         if "size mismatch" in message:
@@ -267,25 +289,24 @@ def check_same_model(path: Path, model_config: dict[str, Any]) -> None:
 
 def describe_layout(layout: dict[str, Any]) -> str:
     processes = f"{layout['world_size']} process(es) in {layout['mixed_precision']}"
-    return (
-        f"DeepSpeed ZeRO-{layout['zero_stage']} on {processes}"
-        if layout["zero_stage"]
-        else f"no DeepSpeed, {processes}"
-    )
+    if layout["zero_stage"]:
+        return f"DeepSpeed ZeRO-{layout['zero_stage']} on {processes}"
+    return f"{'FSDP' if layout.get('fsdp') else 'no DeepSpeed'}, {processes}"
 
 
 def check_resumable_layout(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
     """Under plain DDP anything may change between stop and resume (processes, workers, accumulation, batch size,
     precision). DeepSpeed keeps its optimizer state partitioned by ZeRO stage and process count, in its precision's
-    layout, in files only it reads: a checkpoint of another DeepSpeed layout, or of none, is one clear error."""
+    layout, in files only it reads, and FSDP writes files of its own: a checkpoint of another DeepSpeed layout, or
+    one crossing between DDP, FSDP and DeepSpeed, is one clear error."""
     if "zero_stage" not in saved:  # written before layouts were recorded
         return
     keys = ("zero_stage", "world_size", "mixed_precision") if saved["zero_stage"] or now["zero_stage"] else ()
-    if all(saved[key] == now[key] for key in keys):
+    if all(saved[key] == now[key] for key in keys) and saved.get("fsdp", False) == now["fsdp"]:
         return
     raise UsageError(
         f"checkpoint '{path}' was written with {describe_layout(saved)}, this run has {describe_layout(now)}: "
-        "DeepSpeed's optimizer state only loads into the layout that wrote it; resume with the checkpoint's "
+        "DeepSpeed's and FSDP's optimizer state only loads into the layout that wrote it; resume with the checkpoint's "
         f"accelerate config, process count and precision, or start from its weights with --model_name_or_path {path} "
         "(a new optimizer state and schedule)"
     )

@@ -609,6 +609,13 @@ def batches_of(stream, batch_size: int, num_workers: int = 0) -> StatefulDataLoa
     )
 
 
+def loader_workers(state: dict[str, Any] | None) -> int:
+    """The DataLoader workers a saved loader position was read with (for checkpoints that did not record them)."""
+    if not state or "_snapshot" not in state:
+        return 0
+    return state["_snapshot"]["_main_snapshot"]["_num_workers"]
+
+
 def masking_collator(tokenizer: PreTrainedTokenizerFast, data: DataConfig, seed: int) -> PretrainingCollator:
     return PretrainingCollator(
         tokenizer, data.mlm_probability, data.whole_word_mask, 8, seed=seed,

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from accelerate.logging import get_logger
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 from transformers import BertConfig
 
@@ -44,7 +44,13 @@ from bert_recipes.modeling import (
     count_parameters,
     resolve_model_config,
 )
-from bert_recipes.pretraining_data import DataConfig, TrainingStream, held_out_batches, validate_data_config
+from bert_recipes.pretraining_data import (
+    DataConfig,
+    TrainingStream,
+    held_out_batches,
+    loader_workers,
+    validate_data_config,
+)
 from bert_recipes.schedule import SHAPES, LearningRateSchedule
 
 logger = get_logger(__name__)
@@ -139,10 +145,12 @@ class TrainerState:
     tokens_seen: int = 0
     elapsed_seconds: float = 0.0
     skipped_nan_steps: int = 0
+    last_eval_step: int = -1
     # how the run was laid out, checked on resume
     world_size: int = 1
     num_workers: int = 0
     zero_stage: int = 0  # 0: not DeepSpeed
+    fsdp: bool = False
     mixed_precision: str = "no"
 
 
@@ -292,9 +300,8 @@ class Pretrainer:
         self.eval_batches: list[dict[str, torch.Tensor]] = []
         self.eval_metrics: dict[str, float] = {}
         self.pending_tokens = torch.zeros((), dtype=torch.float64)
-        self.last_saved_step = self.last_eval_step = -1
+        self.last_saved_step = -1
         self.shared_seconds = 0.0  # training time as every rank agrees on it, read at the top of each step
-        self.learning_rate = 0.0
         self.time_mark = 0  # whole --save_every_seconds intervals of training time passed at the last check
         self._clock = time.perf_counter()
 
@@ -349,9 +356,9 @@ class Pretrainer:
 
     def _set_learning_rate(self) -> None:
         # before the micro-batches: under DeepSpeed the optimizer steps inside the last backward
-        self.learning_rate = self.schedule.learning_rate(self.state.step, self.shared_seconds)
+        learning_rate = self.schedule.learning_rate(self.state.step, self.shared_seconds)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate
+            group["lr"] = learning_rate
 
     def _forward_backward(self, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor | None:
         """Forward and backward over one step's micro-batches; their summed `step_parts`, or None without any
@@ -381,7 +388,7 @@ class Pretrainer:
     def _evaluate(self) -> dict[str, float]:
         acc = self.accelerator
         self.eval_metrics = mlm_metrics(self.model, self.eval_batches, acc.device, accelerator=acc)
-        self.last_eval_step = self.state.step
+        self.state.last_eval_step = self.state.step
         return self.eval_metrics
 
     def _skip_step(self, batch: dict[str, torch.Tensor]) -> None:
@@ -437,10 +444,11 @@ class Pretrainer:
         return MetricsLog(acc, self.output_dir, self.state.step, run_info={"mixed_precision": acc.mixed_precision})
 
     def _finish(self, metrics_log: MetricsLog) -> None:
-        """However the loop ended (steps, time budget, epochs, a signal): checkpoint, held-out score, final model."""
-        self._save_checkpoint()
-        if self.train_cfg.eval_steps > 0 and self.last_eval_step != self.state.step:
+        """However the loop ended (steps, time budget, epochs, a signal): held-out score, checkpoint, final model."""
+        # the checkpoint records the evaluation, so that resuming a finished run does not score it twice
+        if self.train_cfg.eval_steps > 0 and self.state.last_eval_step != self.state.step:
             metrics_log.write({"step": self.state.step, **self._evaluate()})
+        self._save_checkpoint()
         self.save_model(self.output_dir)
         if self.pusher and self.accelerator.is_main_process:
             card = pretraining_card(self.output_dir, self.pusher.repo_id)
@@ -472,7 +480,8 @@ class Pretrainer:
             "loss": means["loss"],
             "mlm_loss": means["mlm_loss"],
             **({} if self.data_cfg.no_nsp else {"nsp_loss": means["nsp_loss"]}),
-            "learning_rate": self.learning_rate,
+            # what the optimizer stepped with, read back from it (under DeepSpeed, the engine's optimizer)
+            "learning_rate": self.optimizer.param_groups[0]["lr"],
             "tokens_per_second": tokens_per_second,
             "tokens_seen": self.state.tokens_seen,
             "elapsed_seconds": self._elapsed(),
@@ -536,6 +545,7 @@ class Pretrainer:
             "world_size": acc.num_processes,
             "num_workers": self.train_cfg.dataloader_num_workers,
             "zero_stage": plugin.zero_stage if plugin is not None else 0,
+            "fsdp": acc.distributed_type == DistributedType.FSDP,
             "mixed_precision": acc.mixed_precision,
         }
 
@@ -562,14 +572,21 @@ class Pretrainer:
         workers) the saved positions do not map onto the new slots: the stream restarts with the next epoch, and the
         documents and tokens read so far carry over."""
         acc, workers = self.accelerator, self.train_cfg.dataloader_num_workers
-        was = (saved.get("world_size", 1), saved.get("num_workers", 0))
+        positions = [ckpt.read_json(state_dir / ckpt.data_state_file(r)) for r in range(saved.get("world_size", 1))]
+        was = (len(positions), saved.get("num_workers", loader_workers(positions[0]["loader"])))
         if was == (acc.num_processes, workers):
-            self.stream.load_state_dict(ckpt.read_json(state_dir / ckpt.data_state_file(acc.process_index)))
+            self.stream.load_state_dict(positions[acc.process_index])
             return
+        epoch = max(p["epoch"] for p in positions) + 1
+        limit = self.train_cfg.num_train_epochs
+        ends = (
+            f" (epoch {epoch} reaches --num_train_epochs {limit}: nothing is left to train)"
+            if 0 < limit <= epoch
+            else ""
+        )
         logger.warning(
             f"checkpoint was written by {was[0]} process(es) with {was[1]} DataLoader worker(s) each, resuming with "
-            f"{acc.num_processes} and {workers}: the data stream restarts with the next epoch's order"
+            f"{acc.num_processes} and {workers}: the data stream restarts with the next epoch's order{ends}"
         )
-        positions = [ckpt.read_json(state_dir / ckpt.data_state_file(rank)) for rank in range(was[0])]
         # the counts of every saved rank go to rank 0, so that their sums over ranks carry on
-        self.stream.restart_at(saved["epoch"] + 1, positions if acc.is_main_process else [])
+        self.stream.restart_at(epoch, positions if acc.is_main_process else [])
