@@ -18,7 +18,7 @@ from bert_recipes.corpus import CorpusConfig
 from bert_recipes.errors import run_cli
 from bert_recipes.modeling import ModelConfig
 from bert_recipes.pretraining_data import DataConfig
-from bert_recipes.trainer import Pretrainer, TrainConfig
+from bert_recipes.trainer import Pretrainer, TrainConfig, build_optimizer
 
 
 def example_hashes(trainer: Pretrainer, count: int) -> list[str]:
@@ -56,6 +56,12 @@ def main(argv: list[str]) -> None:
     timeout = process_group_timeout() if torch.distributed.is_initialized() else None
     sharded = sharded_parameter_count(trainer.model)
     optimizer = stepping_optimizer(trainer)
+    # the recipe's grouping as it meets the model here (under ZeRO-3: empty shards), counted in whole weights;
+    # the stepping optimizer's groups cannot say it: ZeRO-3 empties them between steps
+    grouped = [
+        {"weight_decay": g["weight_decay"], "elements": sum(getattr(p, "ds_numel", p.numel()) for p in g["params"])}
+        for g in build_optimizer(trainer.bert, train).param_groups
+    ]
     trainer.run()
     report = {
         "rank": acc.process_index,
@@ -69,10 +75,8 @@ def main(argv: list[str]) -> None:
         "sharded_parameters": sharded,
         "checksum": [p.detach().double().sum().item() for p in trainer.bert.parameters()],
         "optimizer": type(optimizer).__name__,
-        "optimizer_groups": [
-            {**{k: g[k] for k in ("betas", "eps", "weight_decay")}, "elements": sum(p.numel() for p in g["params"])}
-            for g in optimizer.param_groups
-        ],
+        "optimizer_groups": [{k: g[k] for k in ("betas", "eps", "weight_decay")} for g in optimizer.param_groups],
+        "weight_decay_groups": grouped,
         "offloads_optimizer": bool(getattr(trainer.model, "zero_use_cpu_optimizer", lambda: False)()),
         "weight_dtype": str(next(trainer.model.parameters()).dtype),
         "losses_finite": all(math.isfinite(r["loss"]) for r in logged_records(trainer.output_dir)),
