@@ -115,7 +115,10 @@ def test_batches_are_padded_to_a_multiple_of_8_and_keep_only_model_inputs(tokeni
     batch = PretrainingCollator(tokenizer)(group)
     longest = max(len(e["input_ids"]) for e in group)
     assert batch["input_ids"].shape[1] % 8 == 0 and longest <= batch["input_ids"].shape[1] < longest + 8
-    assert set(batch) == {"input_ids", "token_type_ids", "attention_mask", "labels", "next_sentence_label"}
+    assert set(batch) == {
+        "input_ids", "token_type_ids", "attention_mask", "labels", "next_sentence_label", "masked_indices",
+    }  # fmt: skip
+    assert torch.equal(batch["masked_indices"], (batch["labels"].flatten() != -100).nonzero().flatten())
     assert batch["next_sentence_label"].tolist() == [e["next_sentence_label"] for e in group]
     ids = originals(group, batch["input_ids"].shape[1], tokenizer.pad_token_id)
     assert torch.equal(batch["attention_mask"], (ids != tokenizer.pad_token_id).long())
@@ -191,7 +194,7 @@ def test_batches_are_padded_as_the_tokenizer_pads_them(tokenizer, examples):
     sizes = set()
     for group, batch in batches(collator, examples[:300], size=2):
         expected = tokenizer.pad([{k: e[k] for k in columns} for e in group], pad_to_multiple_of=8, return_tensors="pt")
-        assert set(batch) == {*columns, "labels"}
+        assert set(batch) == {*columns, "labels", "masked_indices"}
         for column in columns:
             assert batch[column].dtype == expected[column].dtype
             assert torch.equal(batch[column], expected[column]), column

@@ -101,6 +101,15 @@ def test_fixed_masked_positions_give_the_same_loss_as_the_boolean_selection(tiny
     assert fixed["mlm_correct"].item() == boolean["mlm_correct"].item()
 
 
+def test_host_found_masked_indices_give_the_boolean_selection_exactly(tiny_model):
+    batch = random_batch(500, seed=3)
+    indices = (batch["labels"].flatten() != -100).nonzero().flatten()
+    boolean = SparsePretrainingLoss(tiny_model)(**batch)
+    indexed = SparsePretrainingLoss(tiny_model)(**batch, masked_indices=indices)
+    for key in ("loss", "mlm_loss", "mlm_correct", "mlm_count"):
+        assert torch.equal(indexed[key], boolean[key]), key
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_cpu_dropout_is_swapped_in_unless_turned_off(fast):
     model_config = ModelConfig(hidden_size=64, num_hidden_layers=1, fast_cpu_dropout=fast)

@@ -104,13 +104,6 @@ def fill_deepspeed_auto_values(accelerator: Accelerator, micro_batch_size: int, 
         config["gradient_clipping"] = max_grad_norm
 
 
-def any_rank(accelerator: Accelerator, flag: bool) -> bool:
-    """True on every rank when `flag` is true on at least one: every rank takes the same branch after it."""
-    if flag:
-        accelerator.set_trigger()
-    return accelerator.check_trigger()
-
-
 def check_optimizer_steps(accelerator: Accelerator, step: int, accumulation: int) -> None:
     """Stop rather than train on silently when the optimizer would not run: Accelerate's optimizer step (and, under
     DeepSpeed, the engine's step inside backward) does nothing unless the last micro-batch was a sync point."""

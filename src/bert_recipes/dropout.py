@@ -78,8 +78,14 @@ def attention(
     return torch.matmul(probs.to(value.dtype), value).transpose(1, 2).contiguous(), None
 
 
+def padding_mask(*args, **kwargs) -> torch.Tensor | None:
+    """transformers' SDPA mask, always built: to leave out a mask without padding it reads the padding on the host
+    (`padding_mask.all()`), which on a GPU waits for the device at every forward."""
+    return sdpa_mask(*args, **{**kwargs, "allow_is_bidirectional_skip": False})
+
+
 AttentionInterface.register(ATTENTION, attention)
-AttentionMaskInterface.register(ATTENTION, sdpa_mask)
+AttentionMaskInterface.register(ATTENTION, padding_mask)
 
 
 def use_cpu_dropout(model: PreTrainedModel) -> None:

@@ -9,7 +9,9 @@ All randomness comes from `self.generator`, which checkpoints save.
 With `max_predictions_per_seq` (google-research/bert's cap: 20 at length 128, 80 at 512) a row keeps at most that
 many predicted positions, chosen at random among its masked ones (the rest get their token back), and the batch
 carries `masked_positions`: a fixed (batch, max_predictions_per_seq) shape for the MLM head, which lets
-torch.compile build one graph instead of one per masked count.
+torch.compile build one graph instead of one per masked count. Without it the batch carries `masked_indices`, the
+flat positions of the predicted tokens, found here on the host: selecting them by a boolean mask on the GPU would
+make the host wait for the device every micro-batch (the size of the selection is only known there).
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ class PretrainingCollator(DataCollatorForLanguageModeling):
             batch["input_ids"], batch["labels"], batch["masked_positions"] = self.cap_predictions(
                 batch["input_ids"], batch["labels"]
             )
+        else:
+            batch["masked_indices"] = (batch["labels"].flatten() != -100).nonzero().squeeze(1)
         return batch
 
     def padded(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -80,10 +80,16 @@ def build_model(bert_config: BertConfig, attn_implementation: str = "sdpa") -> B
 
 
 def masked_states(
-    hidden: torch.Tensor, labels: torch.Tensor, masked_positions: torch.Tensor | None
+    hidden: torch.Tensor,
+    labels: torch.Tensor,
+    masked_positions: torch.Tensor | None,
+    masked_indices: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states and labels of the predicted positions: a fixed (batch x max_predictions) selection when the
-    collator gives `masked_positions` (padding rows carry label -100), else a boolean selection of varying size."""
+    collator gives `masked_positions` (padding rows carry label -100), else the flat `masked_indices` it found on the
+    host (the same rows, in the same order, as a boolean selection, which would wait on the device to size itself)."""
+    if masked_indices is not None:
+        return hidden.flatten(0, 1).index_select(0, masked_indices), labels.flatten().index_select(0, masked_indices)
     if masked_positions is None:
         masked = labels != -100
         return hidden[masked], labels[masked]
@@ -112,9 +118,10 @@ class SparsePretrainingLoss(nn.Module):
         labels: torch.Tensor,
         next_sentence_label: torch.Tensor | None = None,
         masked_positions: torch.Tensor | None = None,
+        masked_indices: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         encoded = self.model.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        hidden, targets = masked_states(encoded.last_hidden_state, labels, masked_positions)
+        hidden, targets = masked_states(encoded.last_hidden_state, labels, masked_positions, masked_indices)
         # fp32 for the loss, and for argmax, which runs 4x faster on fp32 than on bf16 on a CPU
         logits = self.model.cls.predictions(hidden).float()
         predicted = targets != -100

@@ -654,6 +654,7 @@ class TrainingStream:
         self._batches: Iterator[list[dict[str, Any]]] | None = None
         self._resume_position: dict[str, Any] | None = None
         self._produced = 0
+        self.last_batch_tokens = 0  # real tokens of the batch next_batch() returned last
 
     def open_epoch(self, epoch: int) -> datasets.IterableDataset:
         """This rank's examples of one epoch: one document shard per worker."""
@@ -678,6 +679,8 @@ class TrainingStream:
         return None
 
     def _count(self, examples: list[dict[str, Any]]) -> None:
+        # counted on the host from the examples: the batch's tensors may be on their way to a device
+        self.last_batch_tokens = sum(len(example["input_ids"]) for example in examples)
         for example in examples:
             # examples prepared before these columns existed count as the first source, without documents
             self.documents_seen += example.get("documents", 0)

@@ -9,7 +9,6 @@ pretraining_data.py.
 
 from __future__ import annotations
 
-import math
 import signal
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,6 @@ from bert_recipes import checkpointing as ckpt
 from bert_recipes.config import save_config
 from bert_recipes.corpus import CorpusConfig, check_corpus
 from bert_recipes.distributed import (
-    any_rank,
     check_optimizer_steps,
     discard_gradients,
     fill_deepspeed_auto_values,
@@ -217,37 +215,66 @@ def validate_run(
 
 
 class LogWindow:
-    """Loss parts and real tokens summed over the steps since the last log line, and the time spent waiting for
-    data meanwhile."""
+    """What is logged over the steps since the last log line: loss parts summed on the device (read at the log line
+    only), real tokens and micro-batches counted on the host, and the time spent waiting for data."""
 
-    PARTS = ("loss", "mlm_loss", "nsp_loss", "tokens", "micro_batches")
-
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
         self.reset()
 
     def reset(self) -> None:
-        self.sums = torch.zeros(len(self.PARTS), dtype=torch.float64)
+        # loss, mlm_loss, nsp_loss summed over micro-batches
+        self.losses = torch.zeros(3, dtype=torch.float64, device=self.device)
+        self.tokens = self.micro_batches = 0
         self.data_wait = 0.0
         self.start = time.perf_counter()
 
+    def add(self, step_losses: torch.Tensor, tokens: int, micro_batches: int) -> None:
+        self.losses += step_losses
+        self.tokens += tokens
+        self.micro_batches += micro_batches
+
     def flush(self, accelerator) -> tuple[dict[str, float], float, float]:
         """The window's loss means and real tokens/s over all ranks, and this rank's data wait; then restart."""
-        totals = dict(
-            zip(self.PARTS, accelerator.reduce(self.sums.to(accelerator.device), "sum").tolist(), strict=True)
-        )
+        counts = torch.tensor([self.tokens, self.micro_batches], dtype=torch.float64, device=self.device)
+        loss, mlm_loss, nsp_loss, tokens, micro_batches = accelerator.reduce(
+            torch.cat([self.losses, counts]), "sum"
+        ).tolist()
         seconds = max(time.perf_counter() - self.start, 1e-9)
-        means = {k: totals[k] / max(totals["micro_batches"], 1.0) for k in ("loss", "mlm_loss", "nsp_loss")}
+        means = {name: value / max(micro_batches, 1.0) for name, value in (
+            ("loss", loss), ("mlm_loss", mlm_loss), ("nsp_loss", nsp_loss))}  # fmt: skip
         wait = self.data_wait / seconds
-        tokens_per_second = totals["tokens"] / seconds
         self.reset()
-        return means, tokens_per_second, wait
+        return means, tokens / seconds, wait
 
 
-def step_parts(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One micro-batch's entry for LogWindow.sums (one host sync: cheap next to a BERT step)."""
-    nsp = out["nsp_loss"].detach() if "nsp_loss" in out else torch.zeros((), device=out["loss"].device)
-    parts = [out["loss"].detach(), out["mlm_loss"].detach(), nsp, batch["attention_mask"].sum(), torch.ones(())]
-    return torch.stack([p.double().cpu() for p in parts])
+def loss_parts(out: dict[str, torch.Tensor]) -> torch.Tensor:
+    """loss, mlm_loss and nsp_loss of one micro-batch, on the device."""
+    nsp = out["nsp_loss"] if "nsp_loss" in out else torch.zeros_like(out["loss"])
+    return torch.stack([out["loss"], out["mlm_loss"], nsp]).detach().double()
+
+
+def on_device(values: list[float], device: torch.device) -> torch.Tensor:
+    """Host numbers as a device tensor without waiting for the device: a copy from pinned memory is queued."""
+    host = torch.tensor(values, dtype=torch.float64)
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
+
+
+# one step's micro-batches and their real tokens
+Drawn = tuple[list[dict[str, torch.Tensor]], int]
+
+
+@dataclass
+class StepSignals:
+    """What every rank agrees on once per step, from one all-reduce: whether any rank's loss was not finite, the
+    training time (the latest clock), and whether any rank was asked to stop or ran out of data."""
+
+    nonfinite: bool
+    seconds: float
+    stop_requested: bool
+    out_of_data: bool
 
 
 class Pretrainer:
@@ -299,7 +326,9 @@ class Pretrainer:
         self.state = TrainerState(**self._layout())
         self.eval_batches: list[dict[str, torch.Tensor]] = []
         self.eval_metrics: dict[str, float] = {}
-        self.pending_tokens = torch.zeros((), dtype=torch.float64)
+        self.pending_tokens = 0  # real tokens this rank drew since tokens_seen was last summed over ranks
+        self.grad_norm: torch.Tensor | None = None
+        self.stream_position = self.stream.state_dict()
         self.last_saved_step = -1
         self.shared_seconds = 0.0  # training time as every rank agrees on it, read at the top of each step
         self.time_mark = 0  # whole --save_every_seconds intervals of training time passed at the last check
@@ -307,83 +336,122 @@ class Pretrainer:
 
     # ---- the loop ---------------------------------------------------------------------------------------------
     def run(self) -> dict[str, float]:
-        """Train to the first stopping rule; returns the final held-out metrics (empty with --eval_steps 0)."""
+        """Train to the first stopping rule; returns the final held-out metrics (empty with --eval_steps 0).
+
+        One step: forward (and backward) over the micro-batches but the last one's backward; draw the next step's
+        batches while the device works; one all-reduce for the finite check, the clock and the stop flags (the
+        step's only wait on the device); then the last backward, clip and optimizer step. Under DeepSpeed that
+        last backward also steps the optimizer, which is why the check comes before it. Stopping rules take effect
+        between steps; checkpoints record the stream position before the next step's batches were drawn.
+        """
         t, acc = self.train_cfg, self.accelerator
         metrics_log = self._start()
-        stop, window = StopRequest(), LogWindow()
+        stop, window = StopRequest(), LogWindow(acc.device)
         bar = tqdm(total=t.max_steps, initial=self.state.step, disable=not acc.is_local_main_process, unit="step")
         self._clock = time.perf_counter()
         self.time_mark = int(self._elapsed() // t.save_every_seconds) if t.save_every_seconds > 0 else 0
         self.model.train()
-        # every stopping rule is checked before the next batch is drawn, so the saved stream position is exact
-        while not self._should_stop(stop):
-            self._set_learning_rate()
-            asked = time.perf_counter()
-            micro_batches = [self.stream.next_batch() for _ in range(t.gradient_accumulation_steps)]
-            window.data_wait += time.perf_counter() - asked
-            if any_rank(acc, None in micro_batches):
-                break
-            parts = self._forward_backward(micro_batches)
-            if parts is None:
-                self._skip_step(micro_batches[-1])
-                continue
-            grad_norm = self._optimizer_step()
-            self.state.step += 1
-            self.pending_tokens += parts[3]
-            window.sums += parts
-            bar.update(1)
-            record: dict[str, Any] = {}
-            if self._due(t.logging_steps):
-                record = self._train_record(window, grad_norm, bar)
-            if self._due(t.eval_steps):
-                record = {"step": self.state.step, **record, **self._evaluate()}
-            if record:
-                metrics_log.write(record)
-            if self._save_due():
-                self._save_checkpoint()
+        drawn = self._first_batches(stop, window)
+        while drawn is not None:
+            batches, tokens = drawn
+            step_losses, last_loss = self._forward_backward(batches)
+            next_drawn = self._draw_batches(window)
+            signals = self._agree(step_losses[0], stop, next_drawn is None)
+            if signals.nonfinite:
+                self._skip_step(batches[-1])
+            else:
+                self._set_learning_rate(signals.seconds)
+                self._last_backward_and_step(last_loss)
+                self.state.step += 1
+                window.add(step_losses, tokens, len(batches))
+                self.pending_tokens += tokens
+                bar.update(1)
+                self._log_evaluate_save(metrics_log, window, signals.seconds, bar)
+            drawn = None if self._stops(signals) else next_drawn
         bar.close()
         self._finish(metrics_log)
         return self.eval_metrics
 
-    def _should_stop(self, stop: StopRequest) -> bool:
-        """max_steps, the time budget or a signal on any rank; one all-reduce that also gives every rank the same
-        training time, so that a time-budget schedule sets the same learning rate everywhere."""
-        t, acc = self.train_cfg, self.accelerator
-        local = torch.tensor([self._elapsed(), float(stop.requested)], dtype=torch.float64, device=acc.device)
-        self.shared_seconds, requested = acc.reduce(local, "max").tolist()
-        out_of_time = t.max_train_time > 0 and self.shared_seconds >= t.max_train_time
-        return self.state.step >= t.max_steps or out_of_time or requested > 0
+    def _first_batches(self, stop: StopRequest, window: LogWindow) -> Drawn | None:
+        """The first step's batches, or None when a stopping rule holds before any step (checked on every rank)."""
+        if self.state.step >= self.train_cfg.max_steps:
+            return None
+        drawn = self._draw_batches(window)
+        local = on_device([self._elapsed(), float(stop.requested), float(drawn is None)], self.accelerator.device)
+        seconds, requested, out_of_data = self.accelerator.reduce(local, "max").tolist()
+        budget = self.train_cfg.max_train_time
+        return None if requested or out_of_data or (budget > 0 and seconds >= budget) else drawn
 
-    def _set_learning_rate(self) -> None:
-        # before the micro-batches: under DeepSpeed the optimizer steps inside the last backward
-        learning_rate = self.schedule.learning_rate(self.state.step, self.shared_seconds)
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate
+    def _draw_batches(self, window: LogWindow) -> Drawn | None:
+        """One step's micro-batches and their real tokens (None at the end of the data); the stream position before
+        them is kept for the next checkpoint."""
+        self.stream_position = self.stream.state_dict()
+        asked = time.perf_counter()
+        batches, tokens = [], 0
+        for _ in range(self.train_cfg.gradient_accumulation_steps):
+            batch = self.stream.next_batch()
+            if batch is None:
+                return None
+            batches.append(batch)
+            tokens += self.stream.last_batch_tokens
+        window.data_wait += time.perf_counter() - asked
+        return batches, tokens
 
-    def _forward_backward(self, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor | None:
-        """Forward and backward over one step's micro-batches; their summed `step_parts`, or None without any
-        update when a loss is not finite on some rank."""
+    def _forward_backward(self, batches: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward over every micro-batch and backward over all but the last; the step's summed loss parts and the
+        last micro-batch's loss, both still on the device."""
         acc = self.accelerator
-        parts = torch.zeros(len(LogWindow.PARTS), dtype=torch.float64)
-        for batch in micro_batches:
+        step_losses = torch.zeros(3, dtype=torch.float64, device=acc.device)
+        for index, batch in enumerate(batches):
             batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
             with acc.accumulate(self.model):
                 out = self.model(**batch)
-                micro = step_parts(out, batch)
-                # before backward: under DeepSpeed backward also steps the optimizer
-                if any_rank(acc, not math.isfinite(micro[0])):
-                    return None
-                acc.backward(out["loss"])
-            parts += micro
-        return parts
+                step_losses += loss_parts(out)
+                if index < len(batches) - 1:
+                    acc.backward(out["loss"])
+        return step_losses, out["loss"]
 
-    def _optimizer_step(self) -> float | None:
+    def _agree(self, step_loss: torch.Tensor, stop: StopRequest, out_of_data: bool) -> StepSignals:
+        """The step's one read of the device: a max-reduce of [loss not finite, clock, stop asked, out of data]."""
+        acc = self.accelerator
+        host = on_device([self._elapsed(), float(stop.requested), float(out_of_data)], acc.device)
+        flags = torch.cat([(~torch.isfinite(step_loss)).double().view(1), host])
+        nonfinite, seconds, requested, no_data = acc.reduce(flags, "max").tolist()
+        return StepSignals(nonfinite > 0, seconds, requested > 0, no_data > 0)
+
+    def _stops(self, signals: StepSignals) -> bool:
+        budget = self.train_cfg.max_train_time
+        out_of_time = budget > 0 and signals.seconds >= budget
+        done = self.state.step >= self.train_cfg.max_steps
+        return done or out_of_time or signals.stop_requested or signals.out_of_data
+
+    def _set_learning_rate(self, seconds: float) -> None:
+        # the clock every rank agreed on: the same rate everywhere
+        learning_rate = self.schedule.learning_rate(self.state.step, seconds)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+
+    def _last_backward_and_step(self, loss: torch.Tensor) -> None:
         acc, t = self.accelerator, self.train_cfg
         check_optimizer_steps(acc, self.state.step + 1, t.gradient_accumulation_steps)
-        grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm) if t.max_grad_norm > 0 else None
+        acc.backward(loss)
+        # DeepSpeed clips inside its own step (gradient_clipping); elsewhere the norm stays on the device until logged
+        if t.max_grad_norm > 0 and acc.distributed_type != DistributedType.DEEPSPEED:
+            self.grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return None if grad_norm is None else float(grad_norm)
+
+    def _log_evaluate_save(self, metrics_log: MetricsLog, window: LogWindow, seconds: float, bar: tqdm) -> None:
+        t = self.train_cfg
+        record: dict[str, Any] = {}
+        if self._due(t.logging_steps):
+            record = self._train_record(window, seconds, bar)
+        if self._due(t.eval_steps):
+            record = {"step": self.state.step, **record, **self._evaluate()}
+        if record:
+            metrics_log.write(record)
+        if self._save_due(seconds):
+            self._save_checkpoint()
 
     def _evaluate(self) -> dict[str, float]:
         acc = self.accelerator
@@ -408,16 +476,15 @@ class Pretrainer:
     def _due(self, every: int) -> bool:
         return every > 0 and (self.state.step % every == 0 or self.state.step == self.train_cfg.max_steps)
 
-    def _save_due(self) -> bool:
+    def _save_due(self, seconds: float) -> bool:
         t = self.train_cfg
         if t.save_steps > 0 and self.state.step % t.save_steps == 0:
             return True
         if t.save_every_seconds <= 0:
             return False
-        # a clock differs between ranks: one rank past the mark makes every rank save
-        mark = int(self._elapsed() // t.save_every_seconds)
-        due = any_rank(self.accelerator, mark > self.time_mark)
-        self.time_mark = max(self.time_mark, mark)
+        # the step's agreed clock: every rank sees the same mark
+        mark = int(seconds // t.save_every_seconds)
+        due, self.time_mark = mark > self.time_mark, max(self.time_mark, mark)
         return due
 
     def _elapsed(self) -> float:
@@ -471,7 +538,7 @@ class Pretrainer:
             f"mixed precision {acc.mixed_precision}"
         )
 
-    def _train_record(self, window: LogWindow, grad_norm: float | None, bar: tqdm) -> dict[str, Any]:
+    def _train_record(self, window: LogWindow, seconds: float, bar: tqdm) -> dict[str, Any]:
         means, tokens_per_second, data_wait = window.flush(self.accelerator)
         self._count_tokens()
         record = {
@@ -484,14 +551,22 @@ class Pretrainer:
             "learning_rate": self.optimizer.param_groups[0]["lr"],
             "tokens_per_second": tokens_per_second,
             "tokens_seen": self.state.tokens_seen,
-            "elapsed_seconds": self._elapsed(),
+            "elapsed_seconds": seconds,
             # this rank's time blocked on the data pipeline: above a few percent, training is starved
             "data_wait_fraction": data_wait,
             **self._data_counts(),
-            **({} if grad_norm is None else {"grad_norm": grad_norm}),
+            **self._grad_norm(),
         }
         bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tokens_per_second:,.0f}")
         return record
+
+    def _grad_norm(self) -> dict[str, float]:
+        """The last step's gradient norm, read at the log line (DeepSpeed's from its engine)."""
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            norm = self.model.get_global_grad_norm() if self.train_cfg.max_grad_norm > 0 else None
+        else:
+            norm = self.grad_norm
+        return {} if norm is None else {"grad_norm": float(norm)}
 
     def _data_counts(self) -> dict[str, Any]:
         """Training documents read and real tokens per source, by all ranks and workers together."""
@@ -503,8 +578,9 @@ class Pretrainer:
 
     def _count_tokens(self) -> None:
         """Add the real tokens all ranks processed since the last call to tokens_seen."""
-        self.state.tokens_seen += int(self.accelerator.reduce(self.pending_tokens.to(self.accelerator.device)).item())
-        self.pending_tokens.zero_()
+        local = torch.tensor(float(self.pending_tokens), dtype=torch.float64, device=self.accelerator.device)
+        self.state.tokens_seen += int(self.accelerator.reduce(local, "sum").item())
+        self.pending_tokens = 0
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
     def _save_checkpoint(self) -> None:
@@ -516,8 +592,9 @@ class Pretrainer:
         now = time.perf_counter()
         self.state.elapsed_seconds += now - self._clock
         self._clock = now
-        self.state.epoch = self.stream.epoch
-        states = {ckpt.data_state_file(acc.process_index): self.stream.state_dict()}
+        # the position before the batches drawn for a step not taken yet
+        self.state.epoch = self.stream_position["epoch"]
+        states = {ckpt.data_state_file(acc.process_index): self.stream_position}
         final = ckpt.save_checkpoint(acc, self.output_dir, self.state.step, vars(self.state), states, self.save_model)
         self.last_saved_step = self.state.step
         if acc.is_main_process:
