@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 from transformers import BertForPreTraining
+from transformers.masking_utils import bidirectional_mask_function
 
-from bert_recipes.dropout import ATTENTION, CpuDropout, cpu_dropout, keep_mask, use_cpu_dropout
+from bert_recipes.dropout import ATTENTION, CpuDropout, cpu_dropout, keep_mask, padding_mask, use_cpu_dropout
 from bert_recipes.modeling import ModelConfig, build_bert_config, build_model
 
 N = 1 << 20
@@ -126,3 +127,15 @@ def test_gradient_checkpointing_recomputes_the_same_masks():
         model.train()(**padded_batch()).prediction_logits.square().mean().backward()
         grads.append(model.bert.embeddings.word_embeddings.weight.grad)
     torch.testing.assert_close(grads[1], grads[0])
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_an_all_ones_mask_is_left_out_only_where_checking_it_costs_no_wait(device):
+    """On a CPU the all-ones check is free and saves the mask's work; on any other device (a GPU; here the meta
+    device stands in) it would wait for the device at every forward, so the mask is always built."""
+    ones = torch.ones(2, 8, dtype=torch.bool, device=device)
+    mask = padding_mask(
+        batch_size=2, q_length=8, kv_length=8, mask_function=bidirectional_mask_function, attention_mask=ones,
+        allow_is_causal_skip=False, allow_is_bidirectional_skip=True, device=device,
+    )  # fmt: skip
+    assert (mask is None) is (device == "cpu")

@@ -78,10 +78,17 @@ def attention(
     return torch.matmul(probs.to(value.dtype), value).transpose(1, 2).contiguous(), None
 
 
-def padding_mask(*args, **kwargs) -> torch.Tensor | None:
-    """transformers' SDPA mask, always built: to leave out a mask without padding it reads the padding on the host
-    (`padding_mask.all()`), which on a GPU waits for the device at every forward."""
-    return sdpa_mask(*args, **{**kwargs, "allow_is_bidirectional_skip": False})
+# devices whose tensors the host reads without waiting: there an all-ones mask may be looked at and left out
+HOST_MEMORY_DEVICES = ("cpu",)
+
+
+def padding_mask(*args, device: torch.device | str = "cpu", **kwargs) -> torch.Tensor | None:
+    """transformers' SDPA mask, always built on accelerators: to leave out a mask without padding it reads the
+    padding on the host (`padding_mask.all()`), which on a GPU waits for the device at every forward. On a CPU that
+    read costs nothing and leaving out the mask saves its work, so the skip stays there."""
+    if torch.device(device).type not in HOST_MEMORY_DEVICES:
+        kwargs["allow_is_bidirectional_skip"] = False
+    return sdpa_mask(*args, device=device, **kwargs)
 
 
 AttentionInterface.register(ATTENTION, attention)
