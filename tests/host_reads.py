@@ -21,7 +21,7 @@ PACKAGE = str(Path(__file__).resolve().parents[1] / "src" / "bert_recipes")
 DATA_PIPELINE = ("pretraining_data.py", "masking.py", "corpus.py", "tokenization.py")
 # libraries the recipe calls into: a read there is the recipe's
 PASS_THROUGH = ("/torch/", "/accelerate/", "/transformers/")
-READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
+READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "nonzero", "masked_select")
 COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "broadcast", "barrier", "reduce_scatter_tensor")
 
 
@@ -39,6 +39,11 @@ def recipe_site() -> str | None:
     return None
 
 
+def boolean_index(index) -> bool:
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(part, torch.Tensor) and part.dtype == torch.bool for part in parts)
+
+
 class ReadCounter:
     """Counts the recipe's host reads and collectives, by kind and by site."""
 
@@ -47,13 +52,14 @@ class ReadCounter:
         self.sites: Counter[str] = Counter()
         self._saved: list[tuple[object, str, object]] = []
 
-    def wrap(self, owner: object, name: str, kind: str) -> None:
+    def wrap(self, owner: object, name: str, kind: str, reads=lambda *args, **kwargs: True) -> None:
+        """Count calls of `owner.name` that `reads` says wait for the device."""
         original = getattr(owner, name)
         counter = self
 
         def counted(*args, **kwargs):
-            site = recipe_site()
-            if site is not None:
+            site = reads(*args, **kwargs) and recipe_site()
+            if site:
                 counter.counts[kind] += 1
                 counter.sites[f"{site} {name}"] += 1
             return original(*args, **kwargs)
@@ -64,6 +70,8 @@ class ReadCounter:
     def install(self) -> None:
         for name in READS:
             self.wrap(torch.Tensor, name, "reads")
+        # a selection by a boolean tensor is sized on the host (a nonzero inside)
+        self.wrap(torch.Tensor, "__getitem__", "reads", lambda _, index: boolean_index(index))
         for name in COLLECTIVES:
             self.wrap(torch.distributed, name, "collectives")
 

@@ -115,12 +115,19 @@ def check_optimizer_steps(accelerator: Accelerator, step: int, accumulation: int
         )
 
 
-def discard_gradients(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Drop the gradients of a step that will not be taken."""
+def discard_gradients(
+    accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer, last_loss: torch.Tensor
+) -> None:
+    """Drop the gradients of a step that will not be taken; `last_loss` is its last micro-batch's, whose backward
+    has not run."""
     # accumulate() counts micro-batches here: a step cut short would shift the next step's sync point
     accelerator.step = 0
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        # accelerate's optimizer wrapper ignores zero_grad under DeepSpeed: the engine owns the buffers
+        # no backward here: it would step the optimizer. Accelerate's optimizer wrapper ignores zero_grad under
+        # DeepSpeed: the engine owns the buffers
         model.optimizer.zero_grad()
-    else:
-        optimizer.zero_grad(set_to_none=True)
+        return
+    # the reducing backward: DDP expects it after the forward, and FSDP2 keeps the earlier micro-batches' gradients
+    # in unsharded buffers that only a reducing backward empties (zero_grad would leave them for the next step)
+    accelerator.backward(last_loss)
+    optimizer.zero_grad(set_to_none=True)

@@ -45,7 +45,9 @@ def mlm_metrics(
         masked = out["mlm_count"].double()
         parts = [out["mlm_loss"].double() * masked, out["mlm_correct"].double(), masked]
         if "next_sentence_label" in batch:
-            parts += [out["nsp_correct"].double(), torch.tensor(batch["next_sentence_label"].numel(), device=device)]
+            # filled on the device: a tensor copied from the host would wait for it
+            labels = torch.full((), batch["next_sentence_label"].numel(), dtype=torch.float64, device=device)
+            parts += [out["nsp_correct"].double(), labels]
         sums[: len(parts)] += torch.stack(parts).double() * (index < len(batches))
     model.train(was_training)
     if world > 1:

@@ -702,7 +702,8 @@ class TrainingStream:
             "loader": self._loader.state_dict() if self._loader is not None else None,
             "collator_generator": self.collator.generator.get_state().tolist(),
             "documents_seen": self.documents_seen,
-            "source_tokens": self.source_tokens,
+            # a copy: the stream goes on counting into its own list
+            "source_tokens": list(self.source_tokens),
         }
 
     def restart_at(self, epoch: int, positions: list[dict[str, Any]]) -> None:

@@ -349,7 +349,6 @@ class Pretrainer:
         stop, window = StopRequest(), LogWindow(acc.device)
         bar = tqdm(total=t.max_steps, initial=self.state.step, disable=not acc.is_local_main_process, unit="step")
         self._clock = time.perf_counter()
-        self.time_mark = int(self._elapsed() // t.save_every_seconds) if t.save_every_seconds > 0 else 0
         self.model.train()
         drawn = self._first_batches(stop, window)
         while drawn is not None:
@@ -358,7 +357,7 @@ class Pretrainer:
             next_drawn = self._draw_batches(window)
             signals = self._agree(step_losses[0], stop, next_drawn is None)
             if signals.nonfinite:
-                self._skip_step(batches[-1])
+                self._skip_step(batches, last_loss)
             else:
                 self._set_learning_rate(signals.seconds)
                 self._last_backward_and_step(last_loss)
@@ -379,6 +378,9 @@ class Pretrainer:
         drawn = self._draw_batches(window)
         local = on_device([self._elapsed(), float(stop.requested), float(drawn is None)], self.accelerator.device)
         seconds, requested, out_of_data = self.accelerator.reduce(local, "max").tolist()
+        if self.train_cfg.save_every_seconds > 0:
+            # from the agreed clock, as every later mark: a rank's own clock could put it on another mark
+            self.time_mark = int(seconds // self.train_cfg.save_every_seconds)
         budget = self.train_cfg.max_train_time
         return None if requested or out_of_data or (budget > 0 and seconds >= budget) else drawn
 
@@ -459,15 +461,17 @@ class Pretrainer:
         self.state.last_eval_step = self.state.step
         return self.eval_metrics
 
-    def _skip_step(self, batch: dict[str, torch.Tensor]) -> None:
-        """Skip a step with a non-finite loss while --skip_nan_steps lasts; otherwise save the batch and stop."""
-        discard_gradients(self.accelerator, self.model, self.optimizer)
+    def _skip_step(self, batches: list[dict[str, torch.Tensor]], last_loss: torch.Tensor) -> None:
+        """Skip a step with a non-finite loss while --skip_nan_steps lasts; otherwise save its batches and stop."""
+        discard_gradients(self.accelerator, self.model, self.optimizer, last_loss)
         self.state.skipped_nan_steps += 1
         if self.state.skipped_nan_steps <= self.train_cfg.skip_nan_steps:
             logger.warning(f"non-finite loss at step {self.state.step + 1}: step skipped")
             return
         dump = self.output_dir / f"nonfinite-step-{self.state.step + 1}-rank{self.accelerator.process_index}.pt"
-        torch.save({k: v.cpu() for k, v in batch.items()}, dump)
+        # any micro-batch may be the one: all of them (one batch as itself, several as a list)
+        saved = [{k: v.cpu() for k, v in batch.items()} for batch in batches]
+        torch.save(saved[0] if len(saved) == 1 else saved, dump)
         raise UsageError(
             f"loss became NaN/inf at step {self.state.step + 1}; the batch is saved in '{dump}' and the last "
             "checkpoint is intact: lower --learning_rate, or pass --skip_nan_steps N to skip such steps"
@@ -569,11 +573,12 @@ class Pretrainer:
         return {} if norm is None else {"grad_norm": float(norm)}
 
     def _data_counts(self) -> dict[str, Any]:
-        """Training documents read and real tokens per source, by all ranks and workers together."""
-        stream = self.stream
-        local = torch.tensor([stream.documents_seen, *stream.source_tokens], dtype=torch.float64)
+        """Training documents read and real tokens per source, by all ranks and workers together, up to the last
+        step taken (not the batches drawn for the next)."""
+        position = self.stream_position
+        local = torch.tensor([position["documents_seen"], *position["source_tokens"]], dtype=torch.float64)
         documents, *tokens = self.accelerator.reduce(local.to(self.accelerator.device), "sum").tolist()
-        per_source = {name: int(n) for name, n in zip(stream.source_names, tokens, strict=True)}
+        per_source = {name: int(n) for name, n in zip(self.stream.source_names, tokens, strict=True)}
         return {"documents_seen": int(documents), "tokens_per_source": per_source}
 
     def _count_tokens(self) -> None:
