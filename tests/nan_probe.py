@@ -44,7 +44,8 @@ def main(argv: list[str]) -> None:
         "skipped_nan_steps": trainer.state.skipped_nan_steps,
         # the rate the last step ran with, and the one the schedule gives the step after step - 1 completed ones
         "learning_rate": trainer.optimizer.param_groups[0]["lr"],
-        "scheduled_rate": trainer.schedule.learning_rate(trainer.state.step - 1, trainer.shared_seconds),
+        # (no time budget in this run: the clock plays no part)
+        "scheduled_rate": trainer.schedule.learning_rate(trainer.state.step - 1, seconds=0.0),
         "engine_steps": getattr(trainer.model, "global_steps", None),
         "finite_weights": all(math.isfinite(p.detach().double().sum().item()) for p in trainer.bert.parameters()),
     }

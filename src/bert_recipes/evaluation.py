@@ -48,7 +48,7 @@ def mlm_metrics(
             # filled on the device: a tensor copied from the host would wait for it
             labels = torch.full((), batch["next_sentence_label"].numel(), dtype=torch.float64, device=device)
             parts += [out["nsp_correct"].double(), labels]
-        sums[: len(parts)] += torch.stack(parts).double() * (index < len(batches))
+        sums[: len(parts)] += torch.stack(parts) * (index < len(batches))
     model.train(was_training)
     if world > 1:
         sums = accelerator.reduce(sums, "sum")

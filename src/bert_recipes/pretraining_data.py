@@ -680,11 +680,13 @@ class TrainingStream:
 
     def _count(self, examples: list[dict[str, Any]]) -> None:
         # counted on the host from the examples: the batch's tensors may be on their way to a device
-        self.last_batch_tokens = sum(len(example["input_ids"]) for example in examples)
+        self.last_batch_tokens = 0
         for example in examples:
+            tokens = len(example["input_ids"])
+            self.last_batch_tokens += tokens
             # examples prepared before these columns existed count as the first source, without documents
             self.documents_seen += example.get("documents", 0)
-            self.source_tokens[example.get("source", 0)] += len(example["input_ids"])
+            self.source_tokens[example.get("source", 0)] += tokens
 
     def _start_epoch(self) -> None:
         self._loader = batches_of(self.open_epoch(self.epoch), self.batch_size, self.num_workers)

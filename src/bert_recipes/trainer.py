@@ -1,8 +1,9 @@
 """The pretraining loop: MLM + NSP with a sparse MLM head under Accelerate, exact resume, atomic checkpoints.
 
-`Pretrainer.run()` reads top to bottom: stop? -> learning rate -> get batch -> forward -> (finite on every rank?)
-backward -> clip -> step -> log -> evaluate -> save; however the run ends, it ends with a held-out evaluation, a
-checkpoint and the final model. The rest lives where it belongs: launch quirks in distributed.py, checkpoint files in
+`Pretrainer.run()` reads top to bottom: forward (and backward) over the micro-batches -> draw the next step's batches
+-> one all-reduce (finite on every rank? the clock, stop flags) -> learning rate -> last backward -> clip -> step ->
+log -> evaluate -> save -> stop?; however the run ends, it ends with a held-out evaluation, a checkpoint and the final
+model. The rest lives where it belongs: launch quirks in distributed.py, checkpoint files in
 checkpointing.py, the learning rate over steps or a time budget in schedule.py, the resumable per-epoch stream in
 pretraining_data.py.
 """
@@ -316,7 +317,7 @@ class Pretrainer:
             self.bert.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         fill_deepspeed_auto_values(acc, train.per_device_train_batch_size, train.max_grad_norm)
         # with offload_optimizer in the DeepSpeed config, Accelerate hands DeepSpeed a DeepSpeedCPUAdam with these
-        # parameter groups and hyperparameters in place of the torch AdamW (tests/test_resume.py reads what it got)
+        # parameter groups and hyperparameters in place of the torch AdamW (tests/test_distributed.py reads what it got)
         self.model, self.optimizer = acc.prepare(SparsePretrainingLoss(self.bert), build_optimizer(self.bert, train))
         self.stream = TrainingStream(
             corpus, data, self.tokenizer, train.seed, train.per_device_train_batch_size,
@@ -330,7 +331,6 @@ class Pretrainer:
         self.grad_norm: torch.Tensor | None = None
         self.stream_position = self.stream.state_dict()
         self.last_saved_step = -1
-        self.shared_seconds = 0.0  # training time as every rank agrees on it, read at the top of each step
         self.time_mark = 0  # whole --save_every_seconds intervals of training time passed at the last check
         self._clock = time.perf_counter()
 
@@ -376,13 +376,12 @@ class Pretrainer:
         if self.state.step >= self.train_cfg.max_steps:
             return None
         drawn = self._draw_batches(window)
-        local = on_device([self._elapsed(), float(stop.requested), float(drawn is None)], self.accelerator.device)
-        seconds, requested, out_of_data = self.accelerator.reduce(local, "max").tolist()
+        no_loss = torch.zeros((), dtype=torch.float64, device=self.accelerator.device)
+        signals = self._agree(no_loss, stop, drawn is None)
         if self.train_cfg.save_every_seconds > 0:
             # from the agreed clock, as every later mark: a rank's own clock could put it on another mark
-            self.time_mark = int(seconds // self.train_cfg.save_every_seconds)
-        budget = self.train_cfg.max_train_time
-        return None if requested or out_of_data or (budget > 0 and seconds >= budget) else drawn
+            self.time_mark = int(signals.seconds // self.train_cfg.save_every_seconds)
+        return None if self._stops(signals) else drawn
 
     def _draw_batches(self, window: LogWindow) -> Drawn | None:
         """One step's micro-batches and their real tokens (None at the end of the data); the stream position before
