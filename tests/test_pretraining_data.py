@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 import random
+import shutil
 import subprocess
 import sys
 import zlib
@@ -35,6 +36,7 @@ from bert_recipes.pretraining_data import (
     validate_data_config,
 )
 from tests.conftest import DEMO_CORPUS, REPO_ROOT
+from tests.test_trainer import losses_by_step, pretrain_in_process, tiny_args
 
 CLS, SEP = 2, 3
 SMALL = DataConfig(max_seq_length=64, document_buffer_size=16, eval_every_nth_document=10, eval_examples=50)
@@ -310,6 +312,7 @@ def test_streamed_and_on_disk_examples_are_identical(small_corpus, tokenizer, pr
     streamed = list(examples_from_documents(documents, tokenizer, SMALL, 3, 0))
     on_disk = datasets.Dataset.from_parquet(sorted(str(f) for f in Path(prepared[0], "train").glob("*.parquet")))
     assert len(streamed) == prepared[1]["train"] > 300
+    assert len(list(Path(prepared[0], "train").glob("*.parquet"))) == 64, "whole shards for any power-of-two slots"
     assert streamed == on_disk.to_list()
 
 
@@ -322,6 +325,18 @@ def test_prepared_data_streams_shuffled_per_epoch_and_resumes(tokenizer, prepare
     epoch1 = [r["input_ids"] for r in build_pretraining_datasets(DEMO, config, tokenizer, 3, 1)[0]]
     assert sorted(epoch0) == sorted(epoch1) and epoch0 != epoch1
     resume_twice(lambda: build_pretraining_datasets(DEMO, config, tokenizer, 3)[0], 50, 120, 200)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_pretraining_from_prepared_data_resumes_with_identical_losses(prepared, tokenizer_dir, tmp_path, workers):
+    flags = ("--prepared_data_dir", prepared[0], "--max_steps", "6", "--save_steps", "3", "--eval_steps", "0",
+             "--dataloader_num_workers", str(workers))  # fmt: skip
+    pretrain_in_process(tiny_args(tokenizer_dir, tmp_path / "whole", *flags))
+    shutil.copytree(tmp_path / "whole" / "checkpoint-3", tmp_path / "resumed" / "checkpoint-3")
+    pretrain_in_process(tiny_args(tokenizer_dir, tmp_path / "resumed", *flags, "--resume_from_checkpoint", "latest"))
+    expected, resumed = losses_by_step(tmp_path / "whole"), losses_by_step(tmp_path / "resumed")
+    assert sorted(resumed) == [4, 5, 6]
+    assert all(resumed[step] == pytest.approx(expected[step], abs=1e-6) for step in resumed), (expected, resumed)
 
 
 def test_prepared_data_with_another_length_is_refused(tokenizer, prepared):

@@ -5,11 +5,11 @@ The pipeline is a document source and three transformations, the same on a strea
 Arrow `Dataset`:
 
 0. `documents_of_slots`: one epoch's documents for one (rank, DataLoader worker) slot. Each document goes to exactly
-   one slot, before any sentence splitting or tokenization: whole shards (files, Hub shards) when their count
-   divides by the number of slots, else documents by a bit range of their key. Shard order is shuffled per epoch,
-   sources are mixed by weight (`interleave_datasets`), and a shuffle buffer of `shuffle_buffer_size` documents
-   reorders them. All of it is seeded by (seed, epoch, slot) and cheap to replay, so a resumed stream reads its
-   raw documents again up to its position and tokenizes nothing twice.
+   one slot, before any sentence splitting or tokenization: whole shards (files, Hub shards) for as many rounds as
+   every slot gets one, and the few shards left over split by a bit range of their documents' keys. Shard order is
+   shuffled per epoch, sources are mixed by weight (`interleave_datasets`), and a shuffle buffer of
+   `shuffle_buffer_size` documents reorders them. All of it is seeded by (seed, epoch, slot) and cheap to replay,
+   so a resumed stream reads its raw documents again up to its position and tokenizes nothing twice.
 1. `document_pieces`: each document is tagged with a key (a CRC of its text) and cut into pieces of at most
    `MAX_PIECE_CHARS` characters, so one enormous document cannot blow up the memory of a group. The key decides
    which split the document belongs to (about one in `eval_every_nth_document` is held out); it depends on the text
@@ -38,6 +38,7 @@ from typing import Any
 
 import blingfire
 import datasets
+import pyarrow.parquet as pq
 import torch
 from accelerate.logging import get_logger
 from datasets.distributed import split_dataset_by_node
@@ -430,14 +431,40 @@ def tagged_sources(corpus: CorpusConfig, streaming: bool = True) -> list:
     return [s.map(partial(tag_source, index=i), features=DOCUMENT_FEATURES) for i, s in enumerate(sources)]
 
 
+@dataclass(frozen=True)
+class SlotShards:
+    """The shards of one source that one slot reads: `whole` ones it keeps entirely, and at most one `shared` one
+    whose documents it splits with the other `readers` slots of that shard (it keeps those of turn `reader`)."""
+
+    whole: list[int]
+    shared: int | None = None
+    reader: int = 0
+    readers: int = 1
+
+
+def slot_shards(order: list[int], slot: int, slots: int) -> SlotShards:
+    """Whole shards, in `order`, for as many rounds as every slot gets one; each of the few left over goes to every
+    len(left)-th slot, so a slot reads at most one shard it does not keep entirely (41 shards on 16 slots: 2 whole
+    and part of one, where splitting every shard by document would have every slot read all 41)."""
+    rounds = len(order) // slots
+    left = order[rounds * slots :]
+    whole = order[slot : rounds * slots : slots]
+    if not left:
+        return SlotShards(whole)
+    turn = slot % len(left)
+    return SlotShards(whole, left[turn], reader=slot // len(left), readers=len(range(turn, slots, len(left))))
+
+
 def slot_part(source: datasets.IterableDataset, slot: int, slots: int, rng: random.Random) -> datasets.IterableDataset:
-    """The part of one source that a slot reads: its whole shards where the shard count allows, else its documents."""
+    """The part of one source that a slot reads: its whole shards, and its documents of a shared one."""
     shards = source.num_shards
     # the same order on every slot (one rng per epoch), so the slots split one permutation between them
-    order = rng.sample(range(shards), shards)
-    by_shard = shards % slots == 0
-    part = datasets.concatenate_datasets([source.shard(shards, i) for i in (order[slot::slots] if by_shard else order)])
-    return part if by_shard else part.filter(partial(belongs_to_slot, slot=slot, slots=slots))
+    plan = slot_shards(rng.sample(range(shards), shards), slot, slots)
+    parts = [source.shard(shards, i) for i in plan.whole]
+    if plan.shared is not None:
+        keep = partial(belongs_to_slot, slot=plan.reader, slots=plan.readers)
+        parts.append(source.shard(shards, plan.shared).filter(keep))
+    return datasets.concatenate_datasets(parts)
 
 
 def shuffle_buffer(rows: Iterator[dict], size: int, rng: random.Random) -> Iterator[dict]:
@@ -589,7 +616,7 @@ def build_pretraining_datasets(
     """(train, eval) example streams of one epoch, with the training documents split into `slots` shards. Train is
     resumable with state_dict(); eval is the held-out documents."""
     if data_config.prepared_data_dir:
-        return load_prepared(data_config, seed, epoch)
+        return load_prepared(data_config, seed, epoch, slots)
     documents = epoch_documents(corpus_config, data_config, seed, epoch, slots)
     train = examples_from_documents(documents, tokenizer, data_config, seed, epoch)
     evaluation = examples_from_documents(held_out_documents(corpus_config), tokenizer, data_config, seed, 0, True)
@@ -742,22 +769,61 @@ def prepared_sources(config: DataConfig) -> list[str]:
     return written.get("sources", ["corpus"])
 
 
+def prepared_files(config: DataConfig, split: str) -> tuple[str, ...]:
+    # a tuple: datasets would split a list given to from_generator into shards
+    return tuple(sorted(str(f) for f in (Path(config.prepared_data_dir) / split).glob("*.parquet")))
+
+
+def shuffled_rows(path: str, rng: random.Random, reader: int = 0, readers: int = 1) -> Iterator[dict[str, Any]]:
+    """The rows of one Parquet shard (those of turn `reader` in `readers`) in a random order: the shard is read once
+    into memory and permuted, which no datasets or pyarrow call does without writing the shuffled copy to disk."""
+    table = pq.read_table(path)
+    keep = range(reader, table.num_rows, readers)
+    order = rng.sample(keep, len(keep))
+    for at in range(0, len(order), 1024):
+        yield from table.take(order[at : at + 1024]).to_pylist()
+
+
+def prepared_examples_of_slots(
+    files: tuple[str, ...], seed: int, epoch: int, slot_ids: list[int], slots: int
+) -> Iterator[dict[str, Any]]:
+    """One epoch's prepared examples of the given slots: whole shards in this epoch's order, each shuffled."""
+    for slot in slot_ids:
+        plan = slot_shards(random.Random(f"{seed}/{epoch}/prepared").sample(range(len(files)), len(files)), slot, slots)
+        rng = random.Random(f"{seed}/{epoch}/{slot}/rows")
+        for index in plan.whole:
+            yield from shuffled_rows(files[index], rng)
+        if plan.shared is not None:
+            yield from shuffled_rows(files[plan.shared], rng, plan.reader, plan.readers)
+
+
+def rows_in_order(files: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    for path in files:
+        yield from pq.read_table(path).to_pylist()
+
+
 def load_prepared(
-    config: DataConfig, seed: int, epoch: int
+    config: DataConfig, seed: int, epoch: int, slots: int = 1
 ) -> tuple[datasets.IterableDataset, datasets.IterableDataset]:
+    """Examples written by prepare_to_disk, streamed from the Parquet shards as they are (no copy in the HF cache):
+    the training ones as `slots` shards, in another order each epoch; the held-out ones in their order."""
     check_prepared_data(config)
-    root = Path(config.prepared_data_dir)
+    train = prepared_files(config, "train")
+    # the written columns (examples prepared before `source` and `documents` existed lack them)
+    features = datasets.Features.from_arrow_schema(pq.read_schema(train[0]))
+    kwargs = {"files": train, "seed": seed, "epoch": epoch, "slot_ids": list(range(slots)), "slots": slots}
+    shuffled = datasets.IterableDataset.from_generator(prepared_examples_of_slots, features=features, gen_kwargs=kwargs)
+    held_out = datasets.IterableDataset.from_generator(
+        rows_in_order, features=features, gen_kwargs={"files": prepared_files(config, "eval")}
+    )
+    return shuffled, held_out.take(config.eval_examples)
 
-    def split(name: str) -> datasets.Dataset:
-        files = sorted(str(f) for f in (root / name).glob("*.parquet"))
-        return datasets.Dataset.from_parquet(files) if files else None
 
-    train, evaluation = split("train"), split("eval")
-    evaluation = evaluation if evaluation is not None else train.select(range(0))
-    # the whole set is known here, so each epoch is a true shuffle; contiguous shards keep reading fast
-    shuffled = train.shuffle(seed=seed * 1_000_003 + epoch).flatten_indices()
-    held_out = evaluation.select(range(min(config.eval_examples, len(evaluation))))
-    return shuffled.to_iterable_dataset(num_shards=max(1, len(train) // 1000)), held_out.to_iterable_dataset()
+def train_shard_count(examples: int, examples_per_shard: int) -> int:
+    """A multiple of 64 (it divides every power-of-two count of ranks times workers up to 64, and so splits into whole
+    shards), at most `examples_per_shard` in each, but no shard left empty."""
+    needed = -(-examples // examples_per_shard)
+    return max(1, min(examples, 64 * -(-needed // 64)))
 
 
 def prepare_to_disk(
@@ -794,7 +860,9 @@ def prepare_to_disk(
     for name, split in splits.items():
         folder = output / name
         folder.mkdir(parents=True, exist_ok=True)
-        shards = max(1, -(-len(split) // examples_per_shard))
+        # held-out examples are read from the start by every rank: only the training ones are split into slots
+        split_shards = train_shard_count if name == "train" else lambda n, per: max(1, -(-n // per))
+        shards = split_shards(len(split), examples_per_shard)
         for index in range(shards):
             split.shard(shards, index, contiguous=True).to_parquet(str(folder / f"{name}-{index:05d}.parquet"))
     counts = {name: len(split) for name, split in splits.items()}
