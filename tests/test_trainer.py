@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file, save_file
 from transformers import (
@@ -130,7 +131,8 @@ def test_final_model_loads_with_the_auto_classes(finished_run):
     predictions = pipeline("fill-mask", model=str(finished_run), device="cpu")("the [MASK] of it")
     assert len(predictions) == 5
     assert {p.name for p in finished_run.glob("*.safetensors")} == {"model.safetensors"}
-    assert (finished_run / "training_args.yaml").is_file()
+    # the default --dataloader_num_workers auto, as it ran on this CPU-only machine
+    assert yaml.safe_load((finished_run / "training_args.yaml").read_text())["dataloader_num_workers"] == "0"
 
 
 def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -287,6 +289,7 @@ def corrupt_checkpoint(run: Path, tmp_path: Path) -> Path:
         "other_model_size",
         "foreign_weights",
         "overwrite_and_resume",
+        "workers_not_a_count",
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(case, finished_run, tokenizer_dir, tmp_path):
@@ -300,6 +303,7 @@ def test_bad_input_gives_one_line_and_exit_2(case, finished_run, tokenizer_dir, 
         "other_model_size": ("--intermediate_size", "64", "has intermediate_size 128 but this run has 64"),
         "foreign_weights": ("--resume_from_checkpoint", "latest", "size mismatch for model.cls.predictions.bias"),
         "overwrite_and_resume": ("--overwrite_output_dir", "true", "pass one of them"),
+        "workers_not_a_count": ("--dataloader_num_workers", "many", "pass 0, 1, 2, ... or auto"),
     }[case]
     if case in ("vocab_mismatch", "existing_checkpoints"):
         out = finished_run

@@ -55,6 +55,27 @@ def resolve_mixed_precision(requested: str) -> str:
     return precision
 
 
+def cores_per_process() -> int:
+    """The cores this process may use, shared with the other processes of its machine (torchrun sets
+    LOCAL_WORLD_SIZE for `accelerate launch`)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def resolve_num_workers(requested: str, device: torch.device, cores: int) -> int:
+    """--dataloader_num_workers: a count, or `auto`. On a CPU-only machine auto is 0: the workers would take the
+    cores the step runs on (benchmarks/streaming_pipeline.py measured a slower run with them). On an accelerator the
+    data comes from the host while the device steps: up to 4 workers, leaving one core to the training process,
+    which launches the kernels. One core makes about 330k tokens/s of pairs (benchmarks/data_throughput.py), about
+    what a bert-base step at length 128 eats on an A100 and half of an H100's; four leave room for slower cores and
+    smaller models."""
+    if requested != "auto":
+        if not requested.isdigit():
+            raise UsageError(f"--dataloader_num_workers {requested} is not a count: pass 0, 1, 2, ... or auto")
+        return int(requested)
+    return 0 if device.type == "cpu" else max(0, min(4, cores - 1))
+
+
 def make_accelerator(
     gradient_accumulation_steps: int,
     report_to: str,

@@ -27,9 +27,11 @@ from bert_recipes.config import save_config
 from bert_recipes.corpus import CorpusConfig, check_corpus
 from bert_recipes.distributed import (
     check_optimizer_steps,
+    cores_per_process,
     discard_gradients,
     fill_deepspeed_auto_values,
     make_accelerator,
+    resolve_num_workers,
 )
 from bert_recipes.errors import UsageError
 from bert_recipes.evaluation import mlm_metrics
@@ -114,9 +116,12 @@ class TrainConfig:
         default=False,
         metadata={"help": "torch.compile the model (inductor); pays with --max_predictions_per_seq (fixed shapes)."},
     )
-    dataloader_num_workers: int = field(
-        default=0,
-        metadata={"help": "DataLoader worker processes that read and tokenize while the model steps (0: none)."},
+    dataloader_num_workers: str = field(
+        default="auto",
+        metadata={
+            "help": "DataLoader worker processes that read and tokenize while the model steps (0: none); auto: 0 on "
+            "a CPU-only machine, else up to 4 per process, one core per process left to it."
+        },
     )
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Recompute activations in backward: less memory, about a third more time."}
@@ -201,8 +206,6 @@ def validate_run(
     for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps"):
         if getattr(train, name) <= 0:
             raise UsageError(f"--{name} must be a positive number, got {getattr(train, name)}")
-    if train.dataloader_num_workers < 0:
-        raise UsageError("--dataloader_num_workers must be 0 (read in the training process) or more")
     if train.overwrite_output_dir and train.resume_from_checkpoint:
         raise UsageError(
             "--overwrite_output_dir true deletes the checkpoints that --resume_from_checkpoint would continue: "
@@ -255,12 +258,20 @@ def loss_parts(out: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.stack([out["loss"], out["mlm_loss"], nsp]).detach().double()
 
 
+def copies_from_pinned_memory(device: torch.device) -> bool:
+    # a copy to a CUDA device from pageable memory makes the host wait for it; on a CPU pinning is a copy for nothing
+    return device.type == "cuda"
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A batch on the device, its copy queued without making the host wait."""
+    pin = copies_from_pinned_memory(device)
+    return {k: (v.pin_memory() if pin else v).to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def on_device(values: list[float], device: torch.device) -> torch.Tensor:
-    """Host numbers as a device tensor without waiting for the device: a copy from pinned memory is queued."""
-    host = torch.tensor(values, dtype=torch.float64)
-    if device.type == "cuda":
-        return host.pin_memory().to(device, non_blocking=True)
-    return host.to(device)
+    """Host numbers as a device tensor without waiting for the device."""
+    return to_device({"values": torch.tensor(values, dtype=torch.float64)}, device)["values"]
 
 
 # one step's micro-batches and their real tokens
@@ -303,6 +314,8 @@ class Pretrainer:
         )
         # the precision that runs, recorded in training_args.yaml and the model card
         train.mixed_precision = acc.mixed_precision
+        self.num_workers = resolve_num_workers(train.dataloader_num_workers, acc.device, cores_per_process())
+        train.dataloader_num_workers = str(self.num_workers)
         bert_config, self.tokenizer = resolve_model_config(model, data.max_seq_length)
         self.resume_dir = validate_run(corpus, data, train, bert_config, self.tokenizer)
         self.schedule = build_schedule(train)
@@ -322,7 +335,7 @@ class Pretrainer:
         self.stream = TrainingStream(
             corpus, data, self.tokenizer, train.seed, train.per_device_train_batch_size,
             max_epochs=train.num_train_epochs, rank=acc.process_index, world_size=acc.num_processes,
-            num_workers=train.dataloader_num_workers,
+            num_workers=self.num_workers,
         )  # fmt: skip
         self.state = TrainerState(**self._layout())
         self.eval_batches: list[dict[str, torch.Tensor]] = []
@@ -404,7 +417,7 @@ class Pretrainer:
         acc = self.accelerator
         step_losses = torch.zeros(3, dtype=torch.float64, device=acc.device)
         for index, batch in enumerate(batches):
-            batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
+            batch = to_device(batch, acc.device)
             with acc.accumulate(self.model):
                 out = self.model(**batch)
                 step_losses += loss_parts(out)
@@ -624,7 +637,7 @@ class Pretrainer:
         plugin = acc.state.deepspeed_plugin
         return {
             "world_size": acc.num_processes,
-            "num_workers": self.train_cfg.dataloader_num_workers,
+            "num_workers": self.num_workers,
             "zero_stage": plugin.zero_stage if plugin is not None else 0,
             "fsdp": acc.distributed_type == DistributedType.FSDP,
             "mixed_precision": acc.mixed_precision,
@@ -652,7 +665,7 @@ class Pretrainer:
         """Each rank's stream continues where it stopped. With another number of data slots (processes x
         workers) the saved positions do not map onto the new slots: the stream restarts with the next epoch, and the
         documents and tokens read so far carry over."""
-        acc, workers = self.accelerator, self.train_cfg.dataloader_num_workers
+        acc, workers = self.accelerator, self.num_workers
         positions = [ckpt.read_json(state_dir / ckpt.data_state_file(r)) for r in range(saved.get("world_size", 1))]
         was = (len(positions), saved.get("num_workers", loader_workers(positions[0]["loader"])))
         if was == (acc.num_processes, workers):
