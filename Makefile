@@ -7,7 +7,7 @@ DEMO_DIR ?= runs/demo
 # a large jsonl(.gz) corpus with a text field, for the streaming benchmark
 LARGE_CORPUS ?= ../shared/data/gutenberg-large.jsonl.gz
 
-.PHONY: demo test test-fast style quality bench bench-quality clean
+.PHONY: demo test test-fast style quality bench bench-quality gpu-wheels gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,21 @@ bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/time_to_quality.py --corpus $(LARGE_CORPUS) --tokenizer $(QUALITY_DIR)/tokenizer-30522 \
 		--work_dir $(QUALITY_DIR)/time_to_quality
 	$(BIN)/python benchmarks/report.py
+
+# The first thing to run on a GPU machine (benchmarks/gpu_check.py): tokens/s, MFU, data wait and host syncs of
+# bert-base on one GPU; with two or more, DDP and ZeRO-2 saved and resumed. GPU_PYTHON is the Python that has a CUDA
+# torch and this repository's requirements. On a machine that cannot reach PyPI, run `make gpu-wheels` where it can
+# and copy .whl along: gpu-check installs those wheels into GPU_SITE, beside (never over) that machine's torch.
+GPU_PYTHON ?= python3
+WHEELS ?= .whl
+GPU_SITE ?= /tmp/bert-recipes-site
+gpu-wheels: $(STAMP)
+	bash benchmarks/gpu_wheels.sh $(WHEELS)
+
+gpu-check:
+	if ls $(WHEELS)/*.whl >/dev/null 2>&1; then $(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile \
+		--no-cache-dir --upgrade --target $(GPU_SITE) $(WHEELS)/*.whl; fi
+	PYTHONPATH=$(GPU_SITE):$(CURDIR)/src $(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) runs
