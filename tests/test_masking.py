@@ -13,7 +13,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from bert_recipes.corpus import CorpusConfig, load_corpus
 from bert_recipes.masking import PretrainingCollator, pad_rows
-from bert_recipes.pretraining_data import DataConfig, examples_from_documents
+from bert_recipes.pretraining_data import DataConfig, TrainingStream, examples_from_documents
 from tests.conftest import DEMO_CORPUS
 
 CONFIG = DataConfig(max_seq_length=64, document_buffer_size=16, eval_every_nth_document=0)
@@ -201,3 +201,21 @@ def test_batches_are_padded_as_the_tokenizer_pads_them(tokenizer, examples):
         sizes.add(batch["input_ids"].shape[1])
     # short rows in the groups: padding was exercised, to more than one length
     assert len(sizes) > 1 and any((b["attention_mask"] == 0).any() for _, b in batches(collator, examples[:300], 2))
+
+
+@pytest.mark.parametrize("no_nsp", [False, True], ids=["nsp_pairs", "packed"])
+@pytest.mark.parametrize("rate", [0.15, 0.4])
+def test_the_masking_rate_reaches_the_training_batches_of_both_paths(tokenizer, no_nsp, rate):
+    """--mlm_probability as the trainer's stream applies it, for BERT's pairs and for packed MLM-only sequences."""
+    data = DataConfig(max_seq_length=64, document_buffer_size=16, no_nsp=no_nsp, mlm_probability=rate)
+    stream = TrainingStream(CorpusConfig(train_files=[DEMO_CORPUS]), data, tokenizer, seed=3, batch_size=32)
+    specials = torch.tensor(tokenizer.all_special_ids)
+    maskable = picked = 0
+    for _ in range(25):
+        batch = stream.next_batch()
+        assert ("next_sentence_label" in batch) != no_nsp
+        picked += int((batch["labels"] != -100).sum())
+        # a masked position no longer holds its token in input_ids: count the candidates from the labels' side
+        originals = torch.where(batch["labels"] != -100, batch["labels"], batch["input_ids"])
+        maskable += int((~torch.isin(originals, specials) & batch["attention_mask"].bool()).sum())
+    assert maskable > 20_000 and within_binomial(picked, maskable, rate), picked / maskable

@@ -60,7 +60,44 @@ def test_warmup_in_steps_meets_the_decay_without_a_jump_when_the_clock_leads(sha
 
 
 def test_an_unknown_shape_or_ratio_is_one_clear_error():
-    with pytest.raises(UsageError, match="--lr_scheduler_type wsd is not one of linear, cosine, constant_with_warmup"):
-        LearningRateSchedule(1.0, 10, shape="wsd")
+    with pytest.raises(UsageError, match="--lr_scheduler_type polynomial is not one of linear, cosine, constant_with"):
+        LearningRateSchedule(1.0, 10, shape="polynomial")
     with pytest.raises(UsageError, match="--warmup_ratio"):
         LearningRateSchedule(1.0, 10, warmup_ratio=1.5)
+
+
+@pytest.mark.parametrize("decay_shape", ["linear", "1-sqrt", "cosine"])
+@pytest.mark.parametrize(("warmup_steps", "decay_fraction"), [(0, 0.2), (5, 0.2), (5, 0.1), (10, 0.8), (0, 1.0)])
+def test_wsd_without_a_budget_is_transformers_warmup_stable_decay(decay_shape, warmup_steps, decay_fraction):
+    steps, peak = 50, 1e-3
+    schedule = LearningRateSchedule(peak, steps, warmup_steps=warmup_steps, shape="wsd",
+                                    decay_fraction=decay_fraction, decay_shape=decay_shape)  # fmt: skip
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=peak)
+    kwargs = {"num_decay_steps": round(decay_fraction * steps), "decay_type": decay_shape}
+    reference = get_scheduler("warmup_stable_decay", optimizer, warmup_steps, steps, scheduler_specific_kwargs=kwargs)
+    for step in range(steps + 1):
+        assert schedule.learning_rate(step, seconds=0.0) == pytest.approx(reference.get_last_lr()[0], abs=1e-12)
+        optimizer.step()
+        reference.step()
+
+
+def test_wsd_over_a_budget_holds_the_peak_until_its_last_fifth():
+    schedule = LearningRateSchedule(1.0, max_steps=10**9, max_train_time=100.0, warmup_ratio=0.05, shape="wsd")
+    assert schedule.factor(0, seconds=2.5) == pytest.approx(0.5)
+    assert schedule.factor(0, seconds=5.0) == schedule.factor(0, seconds=80.0) == 1.0
+    assert schedule.factor(0, seconds=85.0) == pytest.approx(1 - math.sqrt(0.25))
+    assert schedule.factor(0, seconds=100.0) == 0.0
+
+
+def test_the_budget_triangle_is_linear_with_three_quarters_warmup():
+    schedule = LearningRateSchedule(1.0, max_steps=10**9, max_train_time=100.0, warmup_ratio=0.75)
+    assert [schedule.factor(0, seconds=t) for t in (0.0, 37.5, 75.0, 87.5, 100.0)] == pytest.approx(
+        [0.0, 0.5, 1.0, 0.5, 0.0]
+    )
+
+
+def test_a_wsd_decay_outside_its_range_is_refused():
+    with pytest.raises(UsageError, match="--wsd_decay_fraction"):
+        LearningRateSchedule(1.0, 10, shape="wsd", decay_fraction=0.0)
+    with pytest.raises(UsageError, match="--wsd_decay_shape"):
+        LearningRateSchedule(1.0, 10, shape="wsd", decay_shape="exponential")

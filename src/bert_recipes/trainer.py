@@ -30,6 +30,7 @@ from bert_recipes.distributed import (
     cores_per_process,
     discard_gradients,
     fill_deepspeed_auto_values,
+    launched_with_deepspeed,
     make_accelerator,
     resolve_num_workers,
 )
@@ -52,7 +53,7 @@ from bert_recipes.pretraining_data import (
     loader_workers,
     validate_data_config,
 )
-from bert_recipes.schedule import SHAPES, LearningRateSchedule
+from bert_recipes.schedule import DECAY_SHAPES, SHAPES, LearningRateSchedule, ramped_accumulation
 
 logger = get_logger(__name__)
 
@@ -70,13 +71,30 @@ class TrainConfig:
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Sequences per process per micro-batch."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Sequences per process per eval batch."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    batch_size_warmup_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "Batch-size warmup: over this first fraction of the run (steps or --max_train_time, as the LR "
+            "schedule), the micro-batches per step grow linearly from 1 to --gradient_accumulation_steps (0: off)."
+        },
+    )
     learning_rate: float = field(default=5.0e-4, metadata={"help": "Peak learning rate."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases or LayerNorm)."})
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
     adam_beta2: float = field(default=0.98, metadata={"help": "AdamW beta2."})
     adam_epsilon: float = field(default=1.0e-6, metadata={"help": "AdamW epsilon."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
-    lr_scheduler_type: str = field(default="linear", metadata={"help": f"Decay after warmup: {', '.join(SHAPES)}."})
+    lr_scheduler_type: str = field(
+        default="linear",
+        metadata={
+            "help": f"Decay after warmup: {', '.join(SHAPES)} (wsd: warmup, stable at the peak, decay at the end). "
+            "cramming's budget triangle is linear with --warmup_ratio 0.75."
+        },
+    )
+    wsd_decay_fraction: float = field(
+        default=0.2, metadata={"help": "wsd: the last fraction of the run (steps or --max_train_time) that decays."}
+    )
+    wsd_decay_shape: str = field(default="1-sqrt", metadata={"help": f"wsd: {', '.join(DECAY_SHAPES)} decay."})
     warmup_steps: int = field(default=0, metadata={"help": "Warmup steps; 0 uses warmup_ratio."})
     warmup_ratio: float = field(
         default=0.06,
@@ -176,6 +194,7 @@ def build_schedule(train: TrainConfig) -> LearningRateSchedule:
     return LearningRateSchedule(
         peak=train.learning_rate, max_steps=train.max_steps, max_train_time=train.max_train_time,
         warmup_steps=train.warmup_steps, warmup_ratio=train.warmup_ratio, shape=train.lr_scheduler_type,
+        decay_fraction=train.wsd_decay_fraction, decay_shape=train.wsd_decay_shape,
     )  # fmt: skip
 
 
@@ -206,6 +225,13 @@ def validate_run(
     for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps"):
         if getattr(train, name) <= 0:
             raise UsageError(f"--{name} must be a positive number, got {getattr(train, name)}")
+    if not 0 <= train.batch_size_warmup_ratio < 1:
+        raise UsageError(f"--batch_size_warmup_ratio must be in [0, 1), got {train.batch_size_warmup_ratio}")
+    if train.batch_size_warmup_ratio > 0 and launched_with_deepspeed():
+        raise UsageError(
+            "--batch_size_warmup_ratio changes the micro-batches per step, which DeepSpeed's engine fixes in its "
+            "config: train without it under DeepSpeed, or use DDP or FSDP"
+        )
     if train.overwrite_output_dir and train.resume_from_checkpoint:
         raise UsageError(
             "--overwrite_output_dir true deletes the checkpoints that --resume_from_checkpoint would continue: "
@@ -346,6 +372,7 @@ class Pretrainer:
         self.last_saved_step = -1
         self.time_mark = 0  # whole --save_every_seconds intervals of training time passed at the last check
         self._clock = time.perf_counter()
+        self.agreed_seconds = 0.0  # the training clock of the last agreement: the latest over ranks
 
     # ---- the loop ---------------------------------------------------------------------------------------------
     def run(self) -> dict[str, float]:
@@ -367,7 +394,7 @@ class Pretrainer:
         while drawn is not None:
             batches, tokens = drawn
             step_losses, last_loss = self._forward_backward(batches)
-            next_drawn = self._draw_batches(window)
+            next_drawn = self._draw_batches(window, completed_steps=self.state.step + 1)
             signals = self._agree(step_losses[0], stop, next_drawn is None)
             if signals.nonfinite:
                 self._skip_step(batches, last_loss)
@@ -388,7 +415,7 @@ class Pretrainer:
         """The first step's batches, or None when a stopping rule holds before any step (checked on every rank)."""
         if self.state.step >= self.train_cfg.max_steps:
             return None
-        drawn = self._draw_batches(window)
+        drawn = self._draw_batches(window, completed_steps=self.state.step)
         no_loss = torch.zeros((), dtype=torch.float64, device=self.accelerator.device)
         signals = self._agree(no_loss, stop, drawn is None)
         if self.train_cfg.save_every_seconds > 0:
@@ -396,13 +423,13 @@ class Pretrainer:
             self.time_mark = int(signals.seconds // self.train_cfg.save_every_seconds)
         return None if self._stops(signals) else drawn
 
-    def _draw_batches(self, window: LogWindow) -> Drawn | None:
-        """One step's micro-batches and their real tokens (None at the end of the data); the stream position before
-        them is kept for the next checkpoint."""
+    def _draw_batches(self, window: LogWindow, completed_steps: int) -> Drawn | None:
+        """The micro-batches and their real tokens of the step that starts after `completed_steps` (None at the end
+        of the data); the stream position before them is kept for the next checkpoint."""
         self.stream_position = self.stream.state_dict()
         asked = time.perf_counter()
         batches, tokens = [], 0
-        for _ in range(self.train_cfg.gradient_accumulation_steps):
+        for _ in range(self._micro_batches(completed_steps)):
             batch = self.stream.next_batch()
             if batch is None:
                 return None
@@ -411,10 +438,20 @@ class Pretrainer:
         window.data_wait += time.perf_counter() - asked
         return batches, tokens
 
+    def _micro_batches(self, completed_steps: int) -> int:
+        """Micro-batches of a step: --gradient_accumulation_steps, or fewer during batch-size warmup, from the
+        completed steps and the clock every rank agreed on last (the same count on every rank)."""
+        t = self.train_cfg
+        progress = self.schedule.progress(completed_steps, self.agreed_seconds)
+        return ramped_accumulation(progress, t.gradient_accumulation_steps, t.batch_size_warmup_ratio)
+
     def _forward_backward(self, batches: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward over every micro-batch and backward over all but the last; the step's summed loss parts and the
         last micro-batch's loss, both still on the device."""
         acc = self.accelerator
+        if self.train_cfg.batch_size_warmup_ratio > 0:
+            # this step's accumulation: backward divides each loss by it, and the last micro-batch is the sync point
+            acc.gradient_accumulation_steps, acc.step = len(batches), 0
         step_losses = torch.zeros(3, dtype=torch.float64, device=acc.device)
         for index, batch in enumerate(batches):
             batch = to_device(batch, acc.device)
@@ -431,6 +468,7 @@ class Pretrainer:
         host = on_device([self._elapsed(), float(stop.requested), float(out_of_data)], acc.device)
         flags = torch.cat([(~torch.isfinite(step_loss)).double().view(1), host])
         nonfinite, seconds, requested, no_data = acc.reduce(flags, "max").tolist()
+        self.agreed_seconds = seconds
         return StepSignals(nonfinite > 0, seconds, requested > 0, no_data > 0)
 
     def _stops(self, signals: StepSignals) -> bool:
@@ -447,7 +485,7 @@ class Pretrainer:
 
     def _last_backward_and_step(self, loss: torch.Tensor) -> None:
         acc, t = self.accelerator, self.train_cfg
-        check_optimizer_steps(acc, self.state.step + 1, t.gradient_accumulation_steps)
+        check_optimizer_steps(acc, self.state.step + 1, acc.gradient_accumulation_steps)
         acc.backward(loss)
         # DeepSpeed clips inside its own step (gradient_clipping); elsewhere the norm stays on the device until logged
         if t.max_grad_norm > 0 and acc.distributed_type != DistributedType.DEEPSPEED:
@@ -541,16 +579,26 @@ class Pretrainer:
     def _banner(self) -> None:
         t, d, acc = self.train_cfg, self.data_cfg, self.accelerator
         global_batch = t.per_device_train_batch_size * acc.num_processes * t.gradient_accumulation_steps
+        ramp = (
+            f" (from {t.per_device_train_batch_size * acc.num_processes} over the first {t.batch_size_warmup_ratio:g})"
+            if t.batch_size_warmup_ratio > 0
+            else ""
+        )
         budget = f" or {t.max_train_time:g} s" if t.max_train_time > 0 else ""
         steps = self.schedule.warmup_in_steps
         warmup = (
             f"warmup {steps} steps" if steps or not t.max_train_time else f"warmup {t.warmup_ratio:g} of the budget"
         )
+        decay = (
+            f" ({t.wsd_decay_shape} decay over the last {t.wsd_decay_fraction:g})"
+            if t.lr_scheduler_type == "wsd"
+            else ""
+        )
         logger.info(
             f"{count_parameters(self.bert) / 1e6:.1f}M params | {acc.num_processes} process(es), "
-            f"{acc.distributed_type} | global batch {global_batch} seqs = "
+            f"{acc.distributed_type} | global batch {global_batch} seqs{ramp} = "
             f"{global_batch * d.max_seq_length:,} tokens/step at length {d.max_seq_length} | "
-            f"{t.max_steps} steps{budget}, {warmup}, peak lr {t.learning_rate:g} {t.lr_scheduler_type} | "
+            f"{t.max_steps} steps{budget}, {warmup}, peak lr {t.learning_rate:g} {t.lr_scheduler_type}{decay} | "
             f"mixed precision {acc.mixed_precision}"
         )
 
@@ -657,6 +705,7 @@ class Pretrainer:
         # off the step, so that the optimizer never updated the weights again
         acc.step = 0
         self.state = TrainerState(**{**saved, **layout})
+        self.agreed_seconds = self.state.elapsed_seconds
         self.last_saved_step = self.state.step
         self._resume_stream(path / ckpt.STATE_DIR, saved)
         logger.info(f"resumed from {path} at step {self.state.step}")

@@ -1,0 +1,186 @@
+"""What each lever of the budget recipes (cramming, MosaicBERT, ModernBERT) buys at equal wall-clock.
+
+Every run is recipes/pretrain.py with recipes/configs/bert-mini.yaml and `--no_nsp true` (the baseline), changed by
+one lever, for the same `--max_train_time`; then the winning levers together. Every final model is scored by
+recipes/evaluate_mlm.py's evaluator on the same held-out documents at 15% masking (whatever rate it trained with).
+The baseline runs twice: the difference of the two is the run-to-run noise, and a lever wins only when it beats the
+better baseline by more than that. Checkpoints every `--checkpoint_every_seconds` of the baseline and the combination
+are scored too, for the plot of held-out loss against minutes.
+
+Runs already finished in --work_dir (a final model and its score) are kept, so the ablation can be run in parts:
+
+    python benchmarks/recipe_ablation.py --corpus ../shared/data/gutenberg-large.jsonl.gz \
+        --tokenizer runs/quality/tokenizer-30522 --budget_seconds 600
+
+Writes benchmarks/results/recipe_ablation.json and .png; the README shows both.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from reporting import REPO_ROOT, RESULTS_DIR, save_result
+from time_to_quality import split_corpus
+
+from bert_recipes.checkpointing import list_checkpoints, read_trainer_state
+from bert_recipes.config import parse_config
+from bert_recipes.evaluation import HeldOutDataConfig, MlmEvalConfig, evaluate_checkpoints
+
+BASELINE = ("--config", "recipes/configs/bert-mini.yaml", "--no_nsp", "true")
+# each lever as the flags it adds to the baseline; bert-mini.yaml's peak rate is already 1e-3
+LEVERS = {
+    "dropout_0": ("--hidden_dropout_prob", "0", "--attention_probs_dropout_prob", "0"),
+    "mask_20": ("--mlm_probability", "0.2"),
+    "mask_30": ("--mlm_probability", "0.3"),
+    "mask_40": ("--mlm_probability", "0.4"),
+    "wsd": ("--lr_scheduler_type", "wsd"),
+    "budget_triangle": ("--lr_scheduler_type", "linear", "--warmup_ratio", "0.75"),
+    "lr_2e-3": ("--learning_rate", "2e-3"),
+    # the same global batch of 32 as the baseline, reached from 8 over the first 60% of the budget
+    "batch_warmup": (
+        "--per_device_train_batch_size",
+        "8",
+        "--gradient_accumulation_steps",
+        "4",
+        "--batch_size_warmup_ratio",
+        "0.6",
+    ),
+    "clip_0.5": ("--max_grad_norm", "0.5"),
+    "nsp": ("--no_nsp", "false"),
+}
+# levers that set the same flag: only the best of each family joins the combination
+FAMILIES = ({"mask_20", "mask_30", "mask_40"}, {"wsd", "budget_triangle"})
+
+
+@dataclass
+class AblationConfig:
+    corpus: str = field(
+        default=str(REPO_ROOT.parent / "shared" / "data" / "gutenberg-large.jsonl.gz"),
+        metadata={"help": "jsonl(.gz) corpus with a text field; its last --held_out_documents are held out."},
+    )
+    tokenizer: str = field(default="runs/quality/tokenizer-30522", metadata={"help": "Tokenizer of every run."})
+    train_characters: int = field(default=40_000_000, metadata={"help": "Characters of training text (a slice)."})
+    held_out_documents: int = field(default=300, metadata={"help": "Documents at the corpus's end held out."})
+    eval_sequences: int = field(default=1024, metadata={"help": "Held-out sequences scored per model."})
+    budget_seconds: float = field(default=600.0, metadata={"help": "Training seconds per run."})
+    checkpoint_every_seconds: float = field(default=60.0, metadata={"help": "Seconds between plotted checkpoints."})
+    levers: str = field(default=",".join(LEVERS), metadata={"help": "Comma list of the levers to run."})
+    extra: str = field(
+        default="", metadata={"help": "key=value,... added to every run's flags (the suite's tiny model)."}
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of every run and of the held-out masks."})
+    work_dir: str = field(default="runs/recipe_ablation", metadata={"help": "Data slices, runs and their scores."})
+    results_dir: str = field(default=str(RESULTS_DIR), metadata={"help": "Where the JSON record and PNG go."})
+
+
+def extra_flags(extra: str) -> list[str]:
+    """`hidden_size=32,num_hidden_layers=2` as `--hidden_size 32 --num_hidden_layers 2`."""
+    pairs = [item.split("=", 1) for item in extra.split(",") if item]
+    return [token for key, value in pairs for token in (f"--{key}", value)]
+
+
+def train(config: AblationConfig, train_file: Path, out: Path, flags: tuple[str, ...]) -> None:
+    """One run for the budget, unless a finished one is there (its final model, saved after the last checkpoint)."""
+    if (out / "model.safetensors").is_file():
+        return
+    command = [
+        sys.executable, str(REPO_ROOT / "recipes" / "pretrain.py"), *BASELINE, "--train_files", str(train_file),
+        "--tokenizer_name_or_path", config.tokenizer, "--output_dir", str(out), "--overwrite_output_dir", "true",
+        "--max_steps", "100000000", "--max_train_time", str(config.budget_seconds),
+        "--save_every_seconds", str(config.checkpoint_every_seconds), "--save_steps", "0", "--save_total_limit", "0",
+        "--eval_steps", "0", "--eval_every_nth_document", "0", "--report_to", "none", "--seed", str(config.seed),
+        *flags, *extra_flags(config.extra),
+    ]  # fmt: skip
+    print("$ " + " ".join(command), flush=True)
+    subprocess.run(command, check=True, cwd=REPO_ROOT)
+
+
+def held_out_losses(config: AblationConfig, held_out: Path, models: list[Path]) -> list[float]:
+    """recipes/evaluate_mlm.py's MLM loss of each model on the same held-out blocks and masked positions (15%)."""
+    metrics = evaluate_checkpoints(
+        MlmEvalConfig(model_name_or_path=[str(m) for m in models], validation_files=[str(held_out)],
+                      tokenizer_name_or_path=config.tokenizer, seed=config.seed),
+        HeldOutDataConfig(no_nsp=True, max_seq_length=128, eval_examples=config.eval_sequences),
+    )  # fmt: skip
+    return [m["eval_mlm_loss"] for m in metrics]
+
+
+def scored_run(config: AblationConfig, files: tuple[Path, Path], name: str, flags: tuple[str, ...], curve: bool):
+    """Train (or find) one run and score its final model, and with `curve` each of its checkpoints; the score is
+    kept beside the run."""
+    out = Path(config.work_dir) / name
+    train(config, files[0], out, flags)
+    cached = out / "ablation_score.json"
+    record = json.loads(cached.read_text()) if cached.is_file() else {}
+    if "final_loss" not in record or (curve and "curve" not in record):
+        record = {"run": name, "flags": list(flags), "steps": read_trainer_state(list_checkpoints(out)[-1])["step"]}
+        record["final_loss"] = held_out_losses(config, files[1], [out])[0]
+        if curve:
+            checkpoints = list_checkpoints(out)
+            losses = held_out_losses(config, files[1], checkpoints)
+            record["curve"] = [[read_trainer_state(c)["elapsed_seconds"], loss] for c, loss in zip(
+                checkpoints, losses, strict=True)]  # fmt: skip
+        cached.write_text(json.dumps(record, indent=2))
+    return record
+
+
+def winners(runs: dict[str, dict], noise: float, best_baseline: float) -> list[str]:
+    """Levers that beat the better baseline by more than the baseline's run-to-run difference, the best of each
+    family of levers setting the same flag."""
+    won = [name for name in LEVERS if name in runs and runs[name]["final_loss"] < best_baseline - noise]
+    for family in FAMILIES:
+        members = [name for name in won if name in family]
+        won = [n for n in won if n not in members or n == min(members, key=lambda m: runs[m]["final_loss"])]
+    return won
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    for r in runs:
+        axes.plot([s / 60 for s, _ in r["curve"]], [loss for _, loss in r["curve"]], marker="o", label=r["run"])
+    axes.set(xlabel="training minutes", ylabel="held-out MLM loss (15% masked)", title="bert-mini at equal wall-clock")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main() -> None:
+    (config,) = parse_config([AblationConfig])
+    work = Path(config.work_dir)
+    files = split_corpus(config, work)
+    runs = {name: scored_run(config, files, name, (), curve=name == "baseline") for name in ("baseline", "baseline_2")}
+    noise = abs(runs["baseline"]["final_loss"] - runs["baseline_2"]["final_loss"])
+    best_baseline = min(runs["baseline"]["final_loss"], runs["baseline_2"]["final_loss"])
+    for name in config.levers.split(","):
+        runs[name] = scored_run(config, files, name, LEVERS[name], curve=False)
+    chosen = winners(runs, noise, best_baseline)
+    if chosen:
+        flags = tuple(flag for name in chosen for flag in LEVERS[name])
+        runs["combined"] = scored_run(config, files, "combined+" + "+".join(chosen), flags, curve=True)
+    results_dir = Path(config.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    plot([r for r in runs.values() if "curve" in r], results_dir / "recipe_ablation.png")
+    header = ["run", "flags", "steps", "held-out MLM loss (15%)", "vs better baseline", "won"]
+    rows = [
+        [name, " ".join(r["flags"]) or "(bert-mini.yaml --no_nsp true)", f"{r['steps']:,}", f"{r['final_loss']:.3f}",
+         f"{r['final_loss'] - best_baseline:+.3f}", "yes" if name in chosen else "-"]
+        for name, r in runs.items()
+    ]  # fmt: skip
+    record = {"config": asdict(config), "noise": noise, "best_baseline": best_baseline, "winners": chosen,
+              "runs": runs}  # fmt: skip
+    print(f"run-to-run noise (the two baselines): {noise:.3f} nats; winners: {', '.join(chosen) or 'none'}")
+    save_result("recipe_ablation", record, header, rows, results_dir)
+
+
+if __name__ == "__main__":
+    main()
