@@ -7,7 +7,8 @@ The baseline runs twice: the difference of the two is the run-to-run noise, and 
 better baseline by more than that. Checkpoints every `--checkpoint_every_seconds` of the baseline and the combination
 are scored too, for the plot of held-out loss against minutes.
 
-Runs already finished in --work_dir (a final model and its score) are kept, so the ablation can be run in parts:
+Runs recorded in the results file under the same settings are kept (and a trained model in --work_dir is scored
+rather than trained again), so the ablation can be run in parts, a few levers per call:
 
     python benchmarks/recipe_ablation.py --corpus ../shared/data/gutenberg-large.jsonl.gz \
         --tokenizer runs/quality/tokenizer-30522 --budget_seconds 600
@@ -52,6 +53,9 @@ LEVERS = {
     "clip_0.5": ("--max_grad_norm", "0.5"),
     "nsp": ("--no_nsp", "false"),
 }
+# the settings a recorded run must share with this call to count
+SETTINGS = ("corpus", "tokenizer", "train_characters", "held_out_documents", "eval_sequences", "budget_seconds",
+            "checkpoint_every_seconds", "extra", "seed")  # fmt: skip
 # levers that set the same flag: only the best of each family joins the combination
 FAMILIES = ({"mask_20", "mask_30", "mask_40"}, {"wsd", "budget_triangle"})
 
@@ -110,22 +114,27 @@ def held_out_losses(config: AblationConfig, held_out: Path, models: list[Path]) 
 
 
 def scored_run(config: AblationConfig, files: tuple[Path, Path], name: str, flags: tuple[str, ...], curve: bool):
-    """Train (or find) one run and score its final model, and with `curve` each of its checkpoints; the score is
-    kept beside the run."""
+    """Train (or find in --work_dir) one run and score its final model, and with `curve` each of its checkpoints."""
     out = Path(config.work_dir) / name
     train(config, files[0], out, flags)
-    cached = out / "ablation_score.json"
-    record = json.loads(cached.read_text()) if cached.is_file() else {}
-    if "final_loss" not in record or (curve and "curve" not in record):
-        record = {"run": name, "flags": list(flags), "steps": read_trainer_state(list_checkpoints(out)[-1])["step"]}
-        record["final_loss"] = held_out_losses(config, files[1], [out])[0]
-        if curve:
-            checkpoints = list_checkpoints(out)
-            losses = held_out_losses(config, files[1], checkpoints)
-            record["curve"] = [[read_trainer_state(c)["elapsed_seconds"], loss] for c, loss in zip(
-                checkpoints, losses, strict=True)]  # fmt: skip
-        cached.write_text(json.dumps(record, indent=2))
+    checkpoints = list_checkpoints(out)
+    record = {"run": name, "flags": list(flags), "steps": read_trainer_state(checkpoints[-1])["step"],
+              "final_loss": held_out_losses(config, files[1], [out])[0]}  # fmt: skip
+    if curve:
+        losses = held_out_losses(config, files[1], checkpoints)
+        seconds = [read_trainer_state(c)["elapsed_seconds"] for c in checkpoints]
+        record["curve"] = [list(point) for point in zip(seconds, losses, strict=True)]
     return record
+
+
+def recorded_runs(path: Path, config: AblationConfig) -> dict[str, dict]:
+    """The runs an earlier call recorded in the results file under the same settings: the ablation runs in parts,
+    also on another day or machine, from the committed results."""
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text(encoding="utf-8"))
+    same = all(record["config"].get(name) == getattr(config, name) for name in SETTINGS)
+    return record["runs"] if same else {}
 
 
 def winners(runs: dict[str, dict], noise: float, best_baseline: float) -> list[str]:
@@ -154,32 +163,54 @@ def plot(runs: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def main() -> None:
-    (config,) = parse_config([AblationConfig])
-    work = Path(config.work_dir)
-    files = split_corpus(config, work)
-    runs = {name: scored_run(config, files, name, (), curve=name == "baseline") for name in ("baseline", "baseline_2")}
-    noise = abs(runs["baseline"]["final_loss"] - runs["baseline_2"]["final_loss"])
-    best_baseline = min(runs["baseline"]["final_loss"], runs["baseline_2"]["final_loss"])
-    for name in config.levers.split(","):
-        runs[name] = scored_run(config, files, name, LEVERS[name], curve=False)
-    chosen = winners(runs, noise, best_baseline)
-    if chosen:
-        flags = tuple(flag for name in chosen for flag in LEVERS[name])
-        runs["combined"] = scored_run(config, files, "combined+" + "+".join(chosen), flags, curve=True)
+def report(config: AblationConfig, runs: dict[str, dict]) -> None:
+    """The results file, table and plot of the runs so far (written after every run, so a stopped call loses none)."""
+    levers = config.levers.split(",")
+    baselines = [runs[name]["final_loss"] for name in ("baseline", "baseline_2") if name in runs]
+    best_baseline = min(baselines) if baselines else None
+    noise = abs(baselines[0] - baselines[1]) if len(baselines) == 2 else None
+    complete = noise is not None and all(name in runs for name in levers)
+    chosen = winners(runs, noise, best_baseline) if complete else []
     results_dir = Path(config.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     plot([r for r in runs.values() if "curve" in r], results_dir / "recipe_ablation.png")
     header = ["run", "flags", "steps", "held-out MLM loss (15%)", "vs better baseline", "won"]
     rows = [
         [name, " ".join(r["flags"]) or "(bert-mini.yaml --no_nsp true)", f"{r['steps']:,}", f"{r['final_loss']:.3f}",
-         f"{r['final_loss'] - best_baseline:+.3f}", "yes" if name in chosen else "-"]
+         "-" if best_baseline is None else f"{r['final_loss'] - best_baseline:+.3f}",
+         "yes" if name in chosen else "-" if complete else "pending"]
         for name, r in runs.items()
     ]  # fmt: skip
+    pending = [name for name in ("baseline", "baseline_2", *levers) if name not in runs]
     record = {"config": asdict(config), "noise": noise, "best_baseline": best_baseline, "winners": chosen,
-              "runs": runs}  # fmt: skip
-    print(f"run-to-run noise (the two baselines): {noise:.3f} nats; winners: {', '.join(chosen) or 'none'}")
+              "pending": pending, "runs": runs}  # fmt: skip
+    noise_text = "pending" if noise is None else f"{noise:.3f} nats"
+    print(f"run-to-run noise (the two baselines): {noise_text}; winners: {', '.join(chosen) or 'none'}")
     save_result("recipe_ablation", record, header, rows, results_dir)
+
+
+def main() -> None:
+    (config,) = parse_config([AblationConfig])
+    runs = recorded_runs(Path(config.results_dir) / "recipe_ablation.json", config)
+    files = split_corpus(config, Path(config.work_dir))
+
+    def run(name: str, flags: tuple[str, ...], curve: bool = False, folder: str = "", **facts) -> None:
+        kept = runs.get(name)
+        if kept is None or (curve and "curve" not in kept) or any(kept.get(k) != v for k, v in facts.items()):
+            runs[name] = {**scored_run(config, files, folder or name, flags, curve), **facts}
+            report(config, runs)
+
+    run("baseline", (), curve=True)
+    run("baseline_2", ())
+    for name in config.levers.split(","):
+        run(name, LEVERS[name])
+    noise = abs(runs["baseline"]["final_loss"] - runs["baseline_2"]["final_loss"])
+    chosen = winners(runs, noise, min(runs["baseline"]["final_loss"], runs["baseline_2"]["final_loss"]))
+    if chosen:
+        # another set of winners (levers added since) trains the combination again
+        flags = tuple(flag for name in chosen for flag in LEVERS[name])
+        run("combined", flags, curve=True, folder="combined+" + "+".join(chosen), levers=chosen)
+    report(config, runs)
 
 
 if __name__ == "__main__":
