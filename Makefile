@@ -7,7 +7,7 @@ DEMO_DIR ?= runs/demo
 # a large jsonl(.gz) corpus with a text field, for the streaming benchmark
 LARGE_CORPUS ?= ../shared/data/gutenberg-large.jsonl.gz
 
-.PHONY: demo test test-fast style quality bench bench-quality gpu-wheels gpu-check clean
+.PHONY: demo test test-fast style quality bench bench-quality bench-ablation gpu-wheels gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,12 @@ bench-quality: $(STAMP)
 		--work_dir $(QUALITY_DIR)/glue_pretraining_value
 	$(BIN)/python benchmarks/time_to_quality.py --corpus $(LARGE_CORPUS) --tokenizer $(QUALITY_DIR)/tokenizer-30522 \
 		--work_dir $(QUALITY_DIR)/time_to_quality
+	$(BIN)/python benchmarks/report.py
+
+# what each budget lever buys at equal wall-clock on LARGE_CORPUS (10 minutes a run, about 2.5 hours on 2 CPU cores;
+# it runs in parts: finished runs stay in benchmarks/results/recipe_ablation.json)
+bench-ablation: $(STAMP)
+	$(BIN)/python benchmarks/recipe_ablation.py --corpus $(LARGE_CORPUS)
 	$(BIN)/python benchmarks/report.py
 
 # The first thing to run on a GPU machine (benchmarks/gpu_check.py): tokens/s, MFU, data wait and host syncs of

@@ -10,8 +10,7 @@ are scored too, for the plot of held-out loss against minutes.
 Runs recorded in the results file under the same settings are kept (and a trained model in --work_dir is scored
 rather than trained again), so the ablation can be run in parts, a few levers per call:
 
-    python benchmarks/recipe_ablation.py --corpus ../shared/data/gutenberg-large.jsonl.gz \
-        --tokenizer runs/quality/tokenizer-30522 --budget_seconds 600
+    python benchmarks/recipe_ablation.py --corpus ../shared/data/gutenberg-large.jsonl.gz --budget_seconds 600
 
 Writes benchmarks/results/recipe_ablation.json and .png; the README shows both.
 """
@@ -66,7 +65,10 @@ class AblationConfig:
         default=str(REPO_ROOT.parent / "shared" / "data" / "gutenberg-large.jsonl.gz"),
         metadata={"help": "jsonl(.gz) corpus with a text field; its last --held_out_documents are held out."},
     )
-    tokenizer: str = field(default="runs/quality/tokenizer-30522", metadata={"help": "Tokenizer of every run."})
+    tokenizer: str = field(
+        default="runs/quality/tokenizer-30522",
+        metadata={"help": "Tokenizer of every run; trained on the training slice when it does not exist."},
+    )
     train_characters: int = field(default=40_000_000, metadata={"help": "Characters of training text (a slice)."})
     held_out_documents: int = field(default=300, metadata={"help": "Documents at the corpus's end held out."})
     eval_sequences: int = field(default=1024, metadata={"help": "Held-out sequences scored per model."})
@@ -79,6 +81,17 @@ class AblationConfig:
     seed: int = field(default=42, metadata={"help": "Seed of every run and of the held-out masks."})
     work_dir: str = field(default="runs/recipe_ablation", metadata={"help": "Data slices, runs and their scores."})
     results_dir: str = field(default=str(RESULTS_DIR), metadata={"help": "Where the JSON record and PNG go."})
+
+
+def ensure_tokenizer(config: AblationConfig, train_file: Path) -> None:
+    """The 30,522-entry tokenizer of every run, trained on the training slice when --tokenizer does not exist yet
+    (so the held-out documents never shape the vocabulary)."""
+    if (Path(config.tokenizer) / "tokenizer.json").is_file():
+        return
+    command = [sys.executable, str(REPO_ROOT / "tokenizer" / "train_tokenizer.py"), "--train_files", str(train_file),
+               "--vocab_size", "30522", "--min_frequency", "2", "--output_dir", config.tokenizer]  # fmt: skip
+    print("$ " + " ".join(command), flush=True)
+    subprocess.run(command, check=True, cwd=REPO_ROOT)
 
 
 def extra_flags(extra: str) -> list[str]:
@@ -133,8 +146,13 @@ def recorded_runs(path: Path, config: AblationConfig) -> dict[str, dict]:
     if not path.is_file():
         return {}
     record = json.loads(path.read_text(encoding="utf-8"))
-    same = all(record["config"].get(name) == getattr(config, name) for name in SETTINGS)
+    same = all(setting(record["config"], name) == setting(asdict(config), name) for name in SETTINGS)
     return record["runs"] if same else {}
+
+
+def setting(config: dict, name: str) -> object:
+    # files by name: the same corpus or tokenizer sits at another path on another machine or in another checkout
+    return Path(config.get(name, "")).name if name in ("corpus", "tokenizer") else config.get(name)
 
 
 def winners(runs: dict[str, dict], noise: float, best_baseline: float) -> list[str]:
@@ -193,6 +211,7 @@ def main() -> None:
     (config,) = parse_config([AblationConfig])
     runs = recorded_runs(Path(config.results_dir) / "recipe_ablation.json", config)
     files = split_corpus(config, Path(config.work_dir))
+    ensure_tokenizer(config, files[0])
 
     def run(name: str, flags: tuple[str, ...], curve: bool = False, folder: str = "", **facts) -> None:
         kept = runs.get(name)
