@@ -131,10 +131,11 @@ def scored_run(config: AblationConfig, files: tuple[Path, Path], name: str, flag
     out = Path(config.work_dir) / name
     train(config, files[0], out, flags)
     checkpoints = list_checkpoints(out)
+    # one evaluator call: the held-out blocks are built and masked once for the final model and its checkpoints
+    final_loss, *losses = held_out_losses(config, files[1], [out, *(checkpoints if curve else [])])
     record = {"run": name, "flags": list(flags), "steps": read_trainer_state(checkpoints[-1])["step"],
-              "final_loss": held_out_losses(config, files[1], [out])[0]}  # fmt: skip
+              "final_loss": final_loss}  # fmt: skip
     if curve:
-        losses = held_out_losses(config, files[1], checkpoints)
         seconds = [read_trainer_state(c)["elapsed_seconds"] for c in checkpoints]
         record["curve"] = [list(point) for point in zip(seconds, losses, strict=True)]
     return record
@@ -181,14 +182,21 @@ def plot(runs: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def report(config: AblationConfig, runs: dict[str, dict]) -> None:
-    """The results file, table and plot of the runs so far (written after every run, so a stopped call loses none)."""
-    levers = config.levers.split(",")
+def verdict(runs: dict[str, dict], levers: list[str]) -> tuple[float | None, float | None, list[str] | None]:
+    """The better baseline's loss, the run-to-run noise (the two baselines' difference) and the winning levers;
+    each None while the runs it needs are pending."""
     baselines = [runs[name]["final_loss"] for name in ("baseline", "baseline_2") if name in runs]
     best_baseline = min(baselines) if baselines else None
     noise = abs(baselines[0] - baselines[1]) if len(baselines) == 2 else None
     complete = noise is not None and all(name in runs for name in levers)
-    chosen = winners(runs, noise, best_baseline) if complete else []
+    return best_baseline, noise, winners(runs, noise, best_baseline) if complete else None
+
+
+def report(config: AblationConfig, runs: dict[str, dict]) -> None:
+    """The results file, table and plot of the runs so far (written after every run, so a stopped call loses none)."""
+    levers = config.levers.split(",")
+    best_baseline, noise, decided = verdict(runs, levers)
+    complete, chosen = decided is not None, decided or []
     results_dir = Path(config.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     plot([r for r in runs.values() if "curve" in r], results_dir / "recipe_ablation.png")
@@ -221,10 +229,10 @@ def main() -> None:
 
     run("baseline", (), curve=True)
     run("baseline_2", ())
-    for name in config.levers.split(","):
+    levers = config.levers.split(",")
+    for name in levers:
         run(name, LEVERS[name])
-    noise = abs(runs["baseline"]["final_loss"] - runs["baseline_2"]["final_loss"])
-    chosen = winners(runs, noise, min(runs["baseline"]["final_loss"], runs["baseline_2"]["final_loss"]))
+    _, _, chosen = verdict(runs, levers)
     if chosen:
         # another set of winners (levers added since) trains the combination again
         flags = tuple(flag for name in chosen for flag in LEVERS[name])

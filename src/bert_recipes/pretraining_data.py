@@ -861,8 +861,8 @@ def prepare_to_disk(
         folder = output / name
         folder.mkdir(parents=True, exist_ok=True)
         # held-out examples are read from the start by every rank: only the training ones are split into slots
-        split_shards = train_shard_count if name == "train" else lambda n, per: max(1, -(-n // per))
-        shards = split_shards(len(split), examples_per_shard)
+        needed = max(1, -(-len(split) // examples_per_shard))
+        shards = train_shard_count(len(split), examples_per_shard) if name == "train" else needed
         for index in range(shards):
             split.shard(shards, index, contiguous=True).to_parquet(str(folder / f"{name}-{index:05d}.parquet"))
     counts = {name: len(split) for name, split in splits.items()}

@@ -289,15 +289,18 @@ def copies_from_pinned_memory(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
+def queued_copy(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on the device, its copy queued without making the host wait."""
+    return (tensor.pin_memory() if copies_from_pinned_memory(device) else tensor).to(device, non_blocking=True)
+
+
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """A batch on the device, its copy queued without making the host wait."""
-    pin = copies_from_pinned_memory(device)
-    return {k: (v.pin_memory() if pin else v).to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: queued_copy(v, device) for k, v in batch.items()}
 
 
 def on_device(values: list[float], device: torch.device) -> torch.Tensor:
     """Host numbers as a device tensor without waiting for the device."""
-    return to_device({"values": torch.tensor(values, dtype=torch.float64)}, device)["values"]
+    return queued_copy(torch.tensor(values, dtype=torch.float64), device)
 
 
 # one step's micro-batches and their real tokens
