@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/precision_parity.py --tokenizer $(DEMO_DIR)/tokenizer
 	$(BIN)/python benchmarks/glue_throughput.py --tokenizer $(DEMO_DIR)/tokenizer --sizes small,mini --steps 8
 	$(BIN)/python benchmarks/glue_parity.py
+	$(BIN)/python benchmarks/qa_ner_parity.py
 	$(BIN)/python benchmarks/streaming_pipeline.py --corpus $(LARGE_CORPUS) --megabytes 5 --steps 20
 	$(BIN)/python benchmarks/streaming_memory.py --corpus $(LARGE_CORPUS) --megabytes 300 --tokenizer $(DEMO_DIR)/tokenizer
 	$(BIN)/python benchmarks/deepspeed_memory.py

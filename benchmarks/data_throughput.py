@@ -36,7 +36,7 @@ from transformers import AutoTokenizer, BertTokenizerLegacy
 
 from bert_recipes.config import parse_config
 from bert_recipes.corpus import CorpusConfig, load_corpus
-from bert_recipes.pretraining_data import DataConfig, TrainingStream, prepare_to_disk, split_sentences
+from bert_recipes.data import DataConfig, TrainingStream, prepare_to_disk, split_sentences
 
 
 @dataclass

@@ -20,10 +20,10 @@ import torch
 from reporting import RESULTS_DIR, median_and_range, save_result
 from transformers import AutoTokenizer, BertConfig, BertForPreTraining
 
+from bert_recipes.card_files import newest_trainer_state
 from bert_recipes.config import parse_config
 from bert_recipes.glue import GlueConfig, TaskResult, glue_score, run_glue
 from bert_recipes.glue.report import task_score
-from bert_recipes.model_card import newest_trainer_state
 from bert_recipes.tokenization import save_tokenizer
 
 

@@ -34,8 +34,9 @@ from transformers import (
 )
 
 from bert_recipes.config import parse_config
+from bert_recipes.finetuning import ModelInputCollator
 from bert_recipes.glue import GlueTrainingArguments, TaskConfig
-from bert_recipes.glue.data import ModelInputCollator, load_task_data, tokenize
+from bert_recipes.glue.data import load_task_data, tokenize
 
 
 @dataclass

@@ -41,9 +41,9 @@ from reporting import DEMO_CORPUS, REPO_ROOT, RESULTS_DIR, save_result
 
 from bert_recipes.config import parse_config
 from bert_recipes.corpus import CorpusConfig
+from bert_recipes.data import DataConfig
 from bert_recipes.errors import UsageError, run_cli
 from bert_recipes.modeling import ModelConfig
-from bert_recipes.pretraining_data import DataConfig
 from bert_recipes.tokenization import TokenizerConfig, save_tokenizer, train_tokenizer
 from bert_recipes.trainer import Pretrainer, TrainConfig
 

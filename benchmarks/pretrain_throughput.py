@@ -40,8 +40,8 @@ from transformers import (
 
 from bert_recipes.config import parse_config
 from bert_recipes.corpus import CorpusConfig
+from bert_recipes.data import DataConfig, build_pretraining_datasets
 from bert_recipes.modeling import ModelConfig
-from bert_recipes.pretraining_data import DataConfig, build_pretraining_datasets
 from bert_recipes.trainer import Pretrainer, TrainConfig
 
 SIZES = {"tiny": (2, 128), "mini": (4, 256), "small": (4, 512), "medium": (8, 512), "base": (12, 768)}

@@ -1,7 +1,8 @@
-"""Copy the benchmark tables from benchmarks/results/*.json into README.md, so no number there is typed by hand.
+"""Copy the benchmark tables from benchmarks/results/*.json into the pages that show them (benchmarks/README.md,
+docs/*.md, README.md), so no number there is typed by hand.
 
     python benchmarks/report.py          # rewrite the marked sections
-    python benchmarks/report.py --check  # exit 1 if README.md and the results disagree
+    python benchmarks/report.py --check  # exit 1 if a page and the results disagree
 
 A section is `<!-- results: NAME -->` ... `<!-- /results -->`; it holds the table of benchmarks/results/NAME.json
 and a line with the command, machine and versions that produced it.
@@ -25,25 +26,30 @@ def render(record: dict) -> str:
     return f"{table}\n\n<sub>`{record['command']}` on {record['machine']}; {versions}</sub>\n"
 
 
-def rewrite(readme: str, results_dir: Path = RESULTS_DIR) -> str:
+def pages() -> list[Path]:
+    """Every page that may hold results sections."""
+    return [REPO_ROOT / "README.md", REPO_ROOT / "benchmarks" / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+
+
+def rewrite(page: str, results_dir: Path = RESULTS_DIR) -> str:
     def section(match: re.Match) -> str:
         path = results_dir / f"{match['name']}.json"
         if not path.is_file():
-            raise SystemExit(f"README.md has a results section '{match['name']}' but {path} does not exist")
+            raise SystemExit(f"a page has a results section '{match['name']}' but {path} does not exist")
         return match.group(1) + render(json.loads(path.read_text(encoding="utf-8"))) + match.group(3)
 
-    return SECTION.sub(section, readme)
+    return SECTION.sub(section, page)
 
 
 def main() -> None:
-    readme = REPO_ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    updated = rewrite(text)
-    if "--check" in sys.argv[1:]:
-        if updated != text:
-            raise SystemExit("README.md's benchmark tables differ from benchmarks/results: run benchmarks/report.py")
-        return
-    readme.write_text(updated, encoding="utf-8")
+    for page in pages():
+        text = page.read_text(encoding="utf-8")
+        updated = rewrite(text)
+        if "--check" in sys.argv[1:]:
+            if updated != text:
+                raise SystemExit(f"{page}'s benchmark tables differ from benchmarks/results: run benchmarks/report.py")
+        elif updated != text:
+            page.write_text(updated, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from transformers import AutoTokenizer
 
 from bert_recipes.config import parse_config
 from bert_recipes.corpus import CorpusConfig
-from bert_recipes.pretraining_data import DataConfig, TrainingStream
+from bert_recipes.data import DataConfig, TrainingStream
 
 
 @dataclass

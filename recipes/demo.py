@@ -14,10 +14,10 @@ from transformers import pipeline
 
 from bert_recipes.config import parse_config
 from bert_recipes.corpus import CorpusConfig
+from bert_recipes.data import DataConfig
 from bert_recipes.errors import run_cli
 from bert_recipes.glue import GlueConfig, majority_baseline, run_glue
 from bert_recipes.modeling import ModelConfig
-from bert_recipes.pretraining_data import DataConfig
 from bert_recipes.trainer import Pretrainer, TrainConfig
 
 FILL_MASK_PROMPTS = [

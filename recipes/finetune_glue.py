@@ -17,9 +17,9 @@ from accelerate import PartialState
 
 from bert_recipes.config import parse_config
 from bert_recipes.errors import UsageError, run_cli
+from bert_recipes.finetuning_card import finetuning_card
 from bert_recipes.glue import GLUE_ARGUMENTS, RENAMED_FLAGS, GlueConfig, hub_config, results_markdown, run_glue
 from bert_recipes.hub import check_hub_access, push_folder
-from bert_recipes.model_card import finetuning_card
 
 
 def main(argv: list[str]) -> None:

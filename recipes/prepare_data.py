@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from bert_recipes.config import parse_config, save_config
 from bert_recipes.corpus import CorpusConfig, check_corpus
+from bert_recipes.data import DataConfig, prepare_to_disk, validate_data_config
 from bert_recipes.errors import run_cli
-from bert_recipes.pretraining_data import DataConfig, prepare_to_disk, validate_data_config
 from bert_recipes.tokenization import load_tokenizer
 
 

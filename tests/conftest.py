@@ -51,3 +51,26 @@ def tiny_bert_dir(tokenizer_dir, tmp_path_factory) -> Path:
     BertForPreTraining(config).save_pretrained(out)
     save_tokenizer(tokenizer, out)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: two threads spin-wait on each other (40 GLUE steps took 1.7 s on one
+    thread, 37.7 s on two, with other jobs running). Modules of fine-tuning tests use it for all their tests."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def assert_usage_error(main, args: list[str], capsys, expected: str) -> None:
+    """`main(args)` through run_cli ends with one `error:` line holding `expected`, and exit code 2."""
+    from bert_recipes.errors import run_cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, args)
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1 and expected in stderr, stderr

@@ -14,9 +14,8 @@ from pathlib import Path
 from accelerate import PartialState
 from transformers import AutoTokenizer
 
-from bert_recipes import pretraining_data
 from bert_recipes.corpus import CorpusConfig
-from bert_recipes.pretraining_data import DataConfig, TrainingStream, document_key
+from bert_recipes.data import DataConfig, TrainingStream, document_key, pairs
 
 CONFIG = DataConfig(max_seq_length=64, document_buffer_size=16, eval_every_nth_document=10)
 
@@ -24,14 +23,14 @@ CONFIG = DataConfig(max_seq_length=64, document_buffer_size=16, eval_every_nth_d
 def record_split_pieces(out: Path) -> None:
     """Wrap the pipeline's sentence splitter (the first heavy step) to log each piece's key, per process: the
     DataLoader workers fork after this, so theirs is wrapped too."""
-    split = pretraining_data.split_sentences
+    split = pairs.split_sentences
 
     def recorded(text: str) -> list[str]:
         with (out / f"pieces-{os.getpid()}.txt").open("a") as log:
             log.write(f"{document_key(text)}\n")
         return split(text)
 
-    pretraining_data.split_sentences = recorded
+    pairs.split_sentences = recorded
 
 
 def main(corpus_file: str, tokenizer_dir: str, output_dir: str, workers: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 PACKAGE = str(Path(__file__).resolve().parents[1] / "src" / "bert_recipes")
-DATA_PIPELINE = ("pretraining_data.py", "masking.py", "corpus.py", "tokenization.py")
+DATA_PIPELINE = ("masking.py", "corpus.py", "tokenization.py")
 # libraries the recipe calls into: a read there is the recipe's
 PASS_THROUGH = ("/torch/", "/accelerate/", "/transformers/")
 READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "nonzero", "masked_select")
@@ -32,7 +32,8 @@ def recipe_site() -> str | None:
     while frame is not None:
         filename = frame.f_code.co_filename
         if not any(part in filename for part in PASS_THROUGH):
-            if filename.startswith(PACKAGE) and not filename.endswith(DATA_PIPELINE):
+            in_data_package = filename.startswith(f"{PACKAGE}/data/")
+            if filename.startswith(PACKAGE) and not in_data_package and not filename.endswith(DATA_PIPELINE):
                 return f"{Path(filename).name}:{frame.f_lineno}"
             return None
         frame = frame.f_back
@@ -86,8 +87,8 @@ def count_reads(args: list[str], first: int, last: int) -> dict:
     from bert_recipes import dropout
     from bert_recipes.config import parse_config
     from bert_recipes.corpus import CorpusConfig
+    from bert_recipes.data import DataConfig
     from bert_recipes.modeling import ModelConfig
-    from bert_recipes.pretraining_data import DataConfig
     from bert_recipes.trainer import Pretrainer, TrainConfig
 
     counter, marks = ReadCounter(), {}

@@ -11,9 +11,10 @@ import pytest
 
 from bert_recipes.config import parse_config
 from bert_recipes.corpus import CorpusConfig
+from bert_recipes.data import DataConfig
 from bert_recipes.errors import UsageError
-from bert_recipes.modeling import ModelConfig, resolve_model_config
-from bert_recipes.pretraining_data import DataConfig
+from bert_recipes.from_checkpoint import resolve_model_config
+from bert_recipes.modeling import ModelConfig
 from bert_recipes.schedule import ramped_accumulation
 from bert_recipes.trainer import TrainConfig, validate_run
 from tests.test_distributed import PRETRAIN, assert_ok, launch

@@ -13,9 +13,9 @@ from transformers import BertForPreTraining, TrainingArguments
 
 from bert_recipes.config import parse_config, save_config
 from bert_recipes.corpus import CorpusConfig
+from bert_recipes.data import DataConfig
 from bert_recipes.errors import UsageError
 from bert_recipes.modeling import ModelConfig
-from bert_recipes.pretraining_data import DataConfig
 from bert_recipes.trainer import Pretrainer, TrainConfig
 from tests.conftest import DEMO_CORPUS, REPO_ROOT
 

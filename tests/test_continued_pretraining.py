@@ -15,9 +15,10 @@ from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertForPreT
 
 from bert_recipes.config import parse_config
 from bert_recipes.corpus import CorpusConfig
+from bert_recipes.data import DataConfig
+from bert_recipes.from_checkpoint import load_checkpoint_config, load_pretrained_bert
 from bert_recipes.hub import HubConfig
-from bert_recipes.modeling import ModelConfig, load_checkpoint_config, load_pretrained_bert
-from bert_recipes.pretraining_data import DataConfig
+from bert_recipes.modeling import ModelConfig
 from bert_recipes.trainer import TrainConfig
 from tests.conftest import DEMO_CORPUS, REPO_ROOT
 from tests.test_trainer import pretrain_in_process, read_metrics, run_cli, tiny_args
@@ -177,16 +178,17 @@ def test_bad_start_gives_one_error_line_and_exit_2(
     assert not out.exists()
 
 
-def readme_commands(section: str) -> list[list[str]]:
-    """The commands in the code blocks of a README section, as argument lists."""
-    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8").split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+def documented_commands(section: str) -> list[list[str]]:
+    """The commands in the code blocks of a section of docs/pretraining.md, as argument lists."""
+    page = (REPO_ROOT / "docs" / "pretraining.md").read_text(encoding="utf-8")
+    text = page.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
     blocks = text.split("```bash\n")[1:]
     return [shlex.split(line) for block in blocks for line in block.split("```")[0].replace("\\\n", "").splitlines()]
 
 
-def test_two_phase_readme_commands_parse_and_chain(source_checkpoint):
+def test_two_phase_documented_commands_parse_and_chain(source_checkpoint):
     phases = []
-    for command in readme_commands("Two-phase pretraining"):
+    for command in documented_commands("Two-phase pretraining"):
         args = command[command.index("recipes/pretrain.py") + 1 :]
         assert args[0] == "--config"
         types = [CorpusConfig, DataConfig, ModelConfig, TrainConfig, HubConfig]
@@ -199,7 +201,7 @@ def test_two_phase_readme_commands_parse_and_chain(source_checkpoint):
     assert corpus2.train_files == ["corpus.txt.gz"]
 
 
-def test_domain_readme_commands_run_with_a_local_model_for_the_hub_id(source_checkpoint, tmp_path):
+def test_domain_documented_commands_run_with_a_local_model_for_the_hub_id(source_checkpoint, tmp_path):
     """The section's three commands, with the Hub id, the corpus and runs/ replaced by local stand-ins, and tiny
     step counts appended."""
     replace = {
@@ -212,7 +214,7 @@ def test_domain_readme_commands_run_with_a_local_model_for_the_hub_id(source_che
         "evaluate_mlm.py": ["--eval_examples", "16", "--max_seq_length", "64"],
         "finetune_glue.py": ["--max_steps", "1"],
     }
-    commands = readme_commands("Continue pretraining on your domain")
+    commands = documented_commands("Continue pretraining on your domain")
     assert [Path(c[1]).name for c in commands] == list(tiny)
     for command in commands:
         args = [replace.get(a, a.replace("runs/", f"{tmp_path}/") if a.startswith("runs/") else a) for a in command]

@@ -15,8 +15,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from bert_recipes.corpus import CorpusConfig, check_corpus
+from bert_recipes.data import DataConfig, TrainingStream, epoch_documents
 from bert_recipes.errors import UsageError
-from bert_recipes.pretraining_data import DataConfig, TrainingStream, epoch_documents
 from tests.conftest import DEMO_CORPUS, REPO_ROOT
 
 CONFIG = DataConfig(max_seq_length=64, document_buffer_size=32, eval_every_nth_document=0)

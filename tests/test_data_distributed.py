@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bert_recipes.pretraining_data import cut_into_pieces, document_key, is_held_out
+from bert_recipes.data import cut_into_pieces, document_key, is_held_out
 from tests.conftest import DEMO_CORPUS, REPO_ROOT
 from tests.data_probe import CONFIG
 from tests.test_distributed import PRETRAIN, assert_ok, launch

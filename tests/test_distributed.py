@@ -21,10 +21,10 @@ from transformers import BertForPreTraining
 from bert_recipes.checkpointing import list_checkpoints
 from bert_recipes.config import parse_config
 from bert_recipes.corpus import CorpusConfig
+from bert_recipes.data import DataConfig, held_out_batches
 from bert_recipes.distributed import bf16_supported
 from bert_recipes.evaluation import mlm_metrics
 from bert_recipes.modeling import ModelConfig, SparsePretrainingLoss
-from bert_recipes.pretraining_data import DataConfig, held_out_batches
 from bert_recipes.tokenization import load_tokenizer
 from bert_recipes.trainer import TrainConfig
 from tests.conftest import REPO_ROOT

@@ -26,6 +26,13 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 from bert_recipes.config import parse_config
 from bert_recipes.dropout import CpuDropout
 from bert_recipes.errors import UsageError, run_cli
+from bert_recipes.finetuning import (
+    ModelInputCollator,
+    RunRecord,
+    load_checked_tokenizer,
+    prediction_trainer,
+    summarize_runs,
+)
 from bert_recipes.glue import (
     GLUE_ARGUMENTS,
     RENAMED_FLAGS,
@@ -39,16 +46,17 @@ from bert_recipes.glue import (
     results_markdown,
     run_glue,
 )
-from bert_recipes.glue.data import HUB_DATASET, load_glue_dir, load_hub, load_task_data, tasks_to_run, tokenize
-from bert_recipes.glue.finetune import (
-    compute_metrics,
-    load_checked_tokenizer,
-    load_model,
-    predict,
-    prediction_trainer,
+from bert_recipes.glue.data import (
+    HUB_DATASET,
+    load_glue_dir,
+    load_hub,
+    load_task_data,
+    tasks_to_run,
+    tokenize,
 )
-from bert_recipes.glue.report import RunRecord, summarize_runs, task_score
-from tests.conftest import GLUE_SAMPLES, REPO_ROOT
+from bert_recipes.glue.finetune import compute_metrics, load_classifier, predict
+from bert_recipes.glue.report import task_score
+from tests.conftest import GLUE_SAMPLES, REPO_ROOT, assert_usage_error
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "glue"
 FINETUNE = REPO_ROOT / "recipes" / "finetune_glue.py"
@@ -58,12 +66,7 @@ EVAL_ROWS = 40
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +145,8 @@ def test_predictions_come_back_in_dataset_order(all_tasks, glue_dir):
     tokenizer = AutoTokenizer.from_pretrained(out / "stsb")
     data = load_task_data(config.task, "stsb")
     dev = tokenize(data, tokenizer, config.task.max_seq_length)["validation"]
-    got = predict(prediction_trainer(model, config.training, tokenizer), dev, TASKS["stsb"])
+    predictor = prediction_trainer(model, config.training, ModelInputCollator(tokenizer), tokenizer)
+    got = predict(predictor, dev, TASKS["stsb"])
     pairs = zip(data["validation"]["text_a"], data["validation"]["text_b"], strict=True)
     with torch.no_grad():
         one_by_one = [model(**tokenizer(a, b, return_tensors="pt")).logits.item() for a, b in pairs]
@@ -157,9 +161,10 @@ def test_stsb_scores_keep_fp32_resolution_when_the_model_runs_in_bf16(all_tasks,
     tokenizer = AutoTokenizer.from_pretrained(out / "stsb")
     dev = tokenize(load_task_data(config.task, "stsb"), tokenizer, config.task.max_seq_length)["validation"]
     plain = AutoModelForSequenceClassification.from_pretrained(out / "stsb").eval()
-    recipe = load_model(config.model, TASKS["stsb"], seed=0).eval()
+    recipe = load_classifier(config.model, TASKS["stsb"], seed=0).eval()
+    pad = ModelInputCollator(tokenizer)
     rounded, kept = (
-        predict(prediction_trainer(m, config.training, tokenizer), dev, TASKS["stsb"]) for m in (plain, recipe)
+        predict(prediction_trainer(m, config.training, pad, tokenizer), dev, TASKS["stsb"]) for m in (plain, recipe)
     )
     on_bf16_grid = [np.equal(p, torch.tensor(p).bfloat16().float().numpy()) for p in (rounded, kept)]
     # a bf16 head returns every score on the bf16 grid (steps of ~1e-4 near 0.05: ties in Spearman's ranks)
@@ -172,7 +177,7 @@ def test_stsb_scores_keep_fp32_resolution_when_the_model_runs_in_bf16(all_tasks,
 def test_fine_tuning_draws_cpu_dropout_masks_unless_turned_off(all_tasks, glue_dir, fast):
     out, _ = all_tasks
     config = make_config(out / "rte", glue_dir, out, task_name="rte", fast_cpu_dropout=fast)
-    model = load_model(config.model, TASKS["rte"], seed=0)
+    model = load_classifier(config.model, TASKS["rte"], seed=0)
     assert any(isinstance(m, CpuDropout) for m in model.modules()) is fast
     assert isinstance(model.dropout, CpuDropout) is fast  # the task head's dropout too
 
@@ -376,9 +381,9 @@ def test_a_checkpoint_directory_loads_under_a_fresh_seeded_head(tiny_bert_dir, t
     (checkpoint / "training_state").mkdir()
     (checkpoint / "training_state" / "optimizer.bin").write_bytes(b"not a model")
     config = make_config(checkpoint, None, tmp_path)
-    assert len(load_checked_tokenizer(config)) == 2000
-    first, again = load_model(config.model, TASKS["mnli"], 42), load_model(config.model, TASKS["mnli"], 42)
-    other = load_model(config.model, TASKS["mnli"], 7)
+    assert len(load_checked_tokenizer(config.model, config.task.max_seq_length)) == 2000
+    first, again = load_classifier(config.model, TASKS["mnli"], 42), load_classifier(config.model, TASKS["mnli"], 42)
+    other = load_classifier(config.model, TASKS["mnli"], 7)
     assert first.classifier.weight.shape == (3, 64) and first.config.id2label[0] == "entailment"
     assert torch.equal(first.classifier.weight, again.classifier.weight)
     assert not torch.equal(first.classifier.weight, other.classifier.weight)
@@ -408,10 +413,10 @@ def test_help_lists_the_recipes_flags_and_every_trainer_flag(capsys):
     assert [flag for flag in trainer_flags if flag not in shown] == []
 
 
-def test_the_readme_commands_parse(monkeypatch):
+def test_the_documented_commands_parse(monkeypatch):
     monkeypatch.chdir(REPO_ROOT)  # the first command's --config path is relative
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme[readme.index("## Fine-tune on GLUE") : readme.index("## Push to the Hub")]
+    page = (REPO_ROOT / "docs" / "finetuning.md").read_text()
+    section = page[page.index("## Fine-tune on GLUE") : page.index("## Question answering and NER")]
     # a command runs to the first line that does not end in a backslash
     pattern = r"^(?:accelerate launch|python) recipes/finetune_glue.py.*?(?<!\\)$"
     commands = [c.replace("\\\n", " ") for c in re.findall(pattern, section, re.M | re.S)]
@@ -493,12 +498,7 @@ def test_bad_input_gives_one_line_and_exit_2(case, glue_dir, tiny_bert_dir, tmp_
     args = [] if case == "no_model" else ["--model_name_or_path", str(model)]
     args += ["--task_name", "rte", "--output_dir", str(tmp_path / "out")]
     args += ["--max_steps", "1"] + (["--data_dir", str(data_dir)] if "--train_file" not in extra else []) + extra
-    main = runpy.run_path(str(FINETUNE))["main"]
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(main, args)
-    stderr = capsys.readouterr().err
-    assert exit_info.value.code == 2
-    assert stderr.startswith("error: ") and stderr.count("\n") == 1 and expected in stderr, stderr
+    assert_usage_error(runpy.run_path(str(FINETUNE))["main"], args, capsys, expected)
 
 
 def test_the_real_command_line_exits_2_with_one_line(glue_dir, tiny_bert_dir, tmp_path):

@@ -21,7 +21,8 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from safetensors.torch import load_file
 
 from bert_recipes.errors import UsageError, run_cli
-from bert_recipes.glue.report import RunRecord, summarize_runs, write_glue_results
+from bert_recipes.finetuning import RunRecord, summarize_runs
+from bert_recipes.glue.report import write_glue_results
 from bert_recipes.hub import CheckpointPusher, HubConfig, check_hub_access, push_folder
 from bert_recipes.model_card import pretraining_card
 from tests.conftest import DEMO_CORPUS, REPO_ROOT

@@ -12,8 +12,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from bert_recipes.corpus import CorpusConfig, load_corpus
+from bert_recipes.data import DataConfig, TrainingStream, examples_from_documents
 from bert_recipes.masking import PretrainingCollator, pad_rows
-from bert_recipes.pretraining_data import DataConfig, TrainingStream, examples_from_documents
 from tests.conftest import DEMO_CORPUS
 
 CONFIG = DataConfig(max_seq_length=64, document_buffer_size=16, eval_every_nth_document=0)

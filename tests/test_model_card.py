@@ -10,17 +10,13 @@ import yaml
 from huggingface_hub import ModelCard, metadata_load
 from transformers import BertConfig, BertModel
 
+from bert_recipes.card_files import read_metrics
 from bert_recipes.errors import UsageError
 from bert_recipes.evaluation import HeldOutDataConfig, MlmEvalConfig, evaluate_checkpoints, write_results
-from bert_recipes.glue.report import RunRecord, summarize_runs, write_glue_results
-from bert_recipes.model_card import (
-    card_for_folder,
-    finetuning_card,
-    parameter_count,
-    pretraining_card,
-    read_metrics,
-    tokenizer_card,
-)
+from bert_recipes.finetuning import RunRecord, summarize_runs
+from bert_recipes.finetuning_card import finetuning_card
+from bert_recipes.glue.report import write_glue_results
+from bert_recipes.model_card import card_for_folder, parameter_count, pretraining_card, tokenizer_card
 from tests.hub_fixtures import make_checkpoint, make_run
 
 GLUE = {"rte": {"accuracy": 0.5523, "learning_rate": 2.0e-5}, "mrpc": {"accuracy": 0.7, "f1": 0.81}}
@@ -156,3 +152,22 @@ def test_card_for_folder_tells_tokenizer_pretrained_and_finetuned_apart(tiny_ber
     (task / "finetune_args.yaml").write_text(yaml.safe_dump({"model_name_or_path": "alice/tiny-bert"}))
     card = card_for_folder(task, "alice/tiny-rte")
     assert card.data.pipeline_tag == "text-classification" and card.data.base_model == "alice/tiny-bert"
+
+
+@pytest.mark.parametrize(
+    ("task", "pipeline_tag", "dataset", "shown"),
+    [
+        ("squad_v2", "question-answering", "rajpurkar/squad_v2", {"exact": 61.5, "f1": 64.25}),
+        ("ner", "token-classification", None, {"overall_f1": 41.0}),
+    ],
+)
+def test_a_qa_or_ner_card_names_its_task_and_scores_in_points(
+    task, pipeline_tag, dataset, shown, tiny_bert_dir, tmp_path
+):
+    results = {"squad_v2": {"exact": 61.5, "f1": 64.25, "total": 200, "best_f1_thresh": -1.5},
+               "ner": {"overall_f1": 0.41, "person_number": 105}}[task]  # fmt: skip
+    card = saved(finetuning_card(tiny_bert_dir, {task: results}, "alice/tiny-bert", f"alice/tiny-{task}"), tmp_path)
+    assert card.data.pipeline_tag == pipeline_tag and card.data.datasets == ([dataset] if dataset else None)
+    # counts and thresholds are not scores: only the scores go into the model-index
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results} == shown
+    assert f'pipeline("{pipeline_tag}", model="alice/tiny-{task}")' in card.text

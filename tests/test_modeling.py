@@ -8,13 +8,8 @@ from transformers import BertConfig
 
 from bert_recipes.dropout import ATTENTION, CpuDropout
 from bert_recipes.errors import UsageError
-from bert_recipes.modeling import (
-    ModelConfig,
-    SparsePretrainingLoss,
-    build_bert_config,
-    build_model,
-    build_or_load_model,
-)
+from bert_recipes.from_checkpoint import build_or_load_model
+from bert_recipes.modeling import ModelConfig, SparsePretrainingLoss, build_bert_config, build_model
 
 
 def random_batch(vocab: int, batch: int = 4, length: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -21,8 +21,7 @@ from datasets.distributed import split_dataset_by_node
 from transformers import AutoTokenizer
 
 from bert_recipes.corpus import CorpusConfig, load_corpus
-from bert_recipes.errors import UsageError
-from bert_recipes.pretraining_data import (
+from bert_recipes.data import (
     MAX_PIECE_CHARS,
     DataConfig,
     PairBuilder,
@@ -35,6 +34,7 @@ from bert_recipes.pretraining_data import (
     split_sentences,
     validate_data_config,
 )
+from bert_recipes.errors import UsageError
 from tests.conftest import DEMO_CORPUS, REPO_ROOT
 from tests.test_trainer import losses_by_step, pretrain_in_process, tiny_args
 

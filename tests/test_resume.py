@@ -23,9 +23,9 @@ from safetensors.torch import load_file
 from bert_recipes import checkpointing as ckpt
 from bert_recipes.config import parse_config
 from bert_recipes.corpus import CorpusConfig
+from bert_recipes.data import DataConfig
 from bert_recipes.errors import UsageError
 from bert_recipes.modeling import ModelConfig
-from bert_recipes.pretraining_data import DataConfig
 from bert_recipes.trainer import Pretrainer, TrainConfig
 from tests.conftest import REPO_ROOT
 from tests.test_distributed import PRETRAIN, assert_ok, launch

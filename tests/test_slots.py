@@ -13,9 +13,9 @@ import pytest
 from datasets.distributed import split_dataset_by_node
 
 import bert_recipes.corpus
-import bert_recipes.pretraining_data as pretraining_data
+import bert_recipes.data.prepared as prepared
 from bert_recipes.corpus import CorpusConfig
-from bert_recipes.pretraining_data import (
+from bert_recipes.data import (
     DataConfig,
     batches_of,
     epoch_documents,
@@ -115,7 +115,7 @@ def test_prepared_shards_are_read_whole_by_one_slot(tmp_path, monkeypatch, files
     config = write_prepared(tmp_path, files, per_file)
     opened: list[str] = []
     read_table = pq.read_table
-    monkeypatch.setattr(pretraining_data.pq, "read_table", lambda path, **kw: opened.append(path) or read_table(path))
+    monkeypatch.setattr(prepared.pq, "read_table", lambda path, **kw: opened.append(path) or read_table(path))
     kept, per_slot = [], []
     for epoch in (0, 1):
         train, held_out = load_prepared(config, seed=3, epoch=epoch, slots=slots)

@@ -29,8 +29,8 @@ from transformers import (
 from bert_recipes import checkpointing as ckpt
 from bert_recipes.config import parse_config
 from bert_recipes.corpus import CorpusConfig
+from bert_recipes.data import DataConfig
 from bert_recipes.modeling import ModelConfig
-from bert_recipes.pretraining_data import DataConfig
 from bert_recipes.trainer import Pretrainer, TrainConfig
 from tests.conftest import DEMO_CORPUS, REPO_ROOT
 

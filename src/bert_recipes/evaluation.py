@@ -13,15 +13,15 @@ import torch
 from transformers import BertConfig
 
 from bert_recipes.corpus import CorpusConfig
+from bert_recipes.data import DataConfig, held_out_batches, validate_data_config
 from bert_recipes.errors import UsageError
-from bert_recipes.modeling import (
-    SparsePretrainingLoss,
+from bert_recipes.from_checkpoint import (
     check_positions,
     load_checkpoint_config,
     load_checkpoint_tokenizer,
     load_pretrained_bert,
 )
-from bert_recipes.pretraining_data import DataConfig, held_out_batches, validate_data_config
+from bert_recipes.modeling import SparsePretrainingLoss
 
 
 @torch.no_grad()

@@ -9,71 +9,34 @@ from __future__ import annotations
 import json
 import os
 import platform
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import ModelCard, ModelCardData
 
-from bert_recipes.checkpointing import list_checkpoints, read_trainer_state
+from bert_recipes.card_files import (
+    newest_trainer_state,
+    read_metrics,
+    read_run_args,
+    read_template,
+)
 from bert_recipes.errors import UsageError
-from bert_recipes.glue.report import TaskResult, points_range
-from bert_recipes.hub import REPO_ID
+from bert_recipes.finetuning import TaskResult, points_range
+from bert_recipes.finetuning_card import finetuning_card, glue_eval_results
 
-GLUE_DATASET = "nyu-mll/glue"
 CURVE_FILE = "training_curve.png"
-ARGS_FILES = ("training_args.yaml", "finetune_args.yaml")
 PRETRAINING_HYPERPARAMETERS = (
     "max_seq_length", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
     "lr_scheduler_type", "warmup_steps", "warmup_ratio", "weight_decay", "adam_beta1", "adam_beta2",
     "max_grad_norm", "max_steps", "max_train_time", "mlm_probability", "whole_word_mask", "no_nsp",
     "mixed_precision", "seed",
 )  # fmt: skip
-FINETUNING_HYPERPARAMETERS = (
-    "max_seq_length", "per_device_train_batch_size", "learning_rate", "learning_rates", "num_train_epochs",
-    "max_steps", "warmup_steps", "weight_decay", "mixed_precision", "seed", "seeds",
-)  # fmt: skip
 FINAL_METRICS = (
     ("loss", "training loss (MLM + NSP)"), ("mlm_loss", "training MLM loss"), ("nsp_loss", "training NSP loss"),
     ("eval_mlm_loss", "held-out MLM loss"), ("eval_perplexity", "held-out MLM perplexity"),
     ("eval_mlm_accuracy", "held-out MLM accuracy"), ("eval_nsp_accuracy", "held-out NSP accuracy"),
 )  # fmt: skip
-
-
-def read_template(name: str) -> str:
-    # read as package data, not through a path next to the source: a pip-installed package has no repo around it
-    return resources.files("bert_recipes").joinpath("model_cards", name).read_text(encoding="utf-8")
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
-
-
-def read_run_args(folder: Path) -> dict[str, Any]:
-    return next((read_yaml(folder / name) for name in ARGS_FILES if (folder / name).is_file()), {})
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """One record per logging step; a line cut short by a killed run is skipped."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return [r for r in records if isinstance(r, dict) and "step" in r]
-
-
-def newest_trainer_state(output_dir: Path) -> dict[str, Any]:
-    """The newest checkpoint's trainer state: elapsed seconds, tokens seen, processes."""
-    checkpoints = list_checkpoints(output_dir)
-    if not checkpoints:
-        return {}
-    return read_trainer_state(checkpoints[-1])
 
 
 def final_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
@@ -109,15 +72,6 @@ def training_curve(records: list[dict[str, Any]], output_dir: Path) -> str | Non
     figure.tight_layout()
     figure.savefig(output_dir / CURVE_FILE, dpi=100)
     return CURVE_FILE
-
-
-def glue_rows(results: dict[str, dict[str, float]] | None) -> list[dict[str, str]]:
-    return [
-        {"task": task, "metric": name, "value": f"{100 * value:.2f}"}
-        for task, metrics in (results or {}).items()
-        for name, value in metrics.items()
-        if name != "learning_rate"
-    ]
 
 
 def glue_summary_rows(summary: dict[str, Any] | None) -> list[dict[str, str]]:
@@ -164,24 +118,6 @@ def held_out_mlm(mlm_eval: dict[str, Any] | None, output_dir: Path) -> dict[str,
     if "eval_nsp_accuracy" in record:
         row["NSP accuracy"] = f"{record['eval_nsp_accuracy']:.4f}"
     return row
-
-
-def glue_eval_results(results: dict[str, dict[str, float]] | None) -> list[EvalResult] | None:
-    found = [
-        EvalResult(
-            task_type="text-classification",
-            dataset_type=GLUE_DATASET,
-            dataset_name=f"GLUE {task.upper()}",
-            dataset_config=task,
-            dataset_split="validation",
-            metric_type=name,
-            metric_value=round(100 * value, 2),
-        )
-        for task, metrics in (results or {}).items()
-        for name, value in metrics.items()
-        if name != "learning_rate"
-    ]
-    return found or None
 
 
 def hardware() -> str:
@@ -293,43 +229,6 @@ def pretraining_card(
     )
 
 
-def finetuning_card(
-    output_dir: str | Path,
-    glue_results: dict[str, dict[str, float]],
-    base_model: str,
-    repo_id: str | None = None,
-    language: str = "en",
-    license: str = "apache-2.0",
-) -> ModelCard:
-    """The card of a model fine-tuned on GLUE task(s), naming its base model and results."""
-    out = Path(output_dir)
-    repo_id = repo_id or out.resolve().name
-    args = read_run_args(out)
-    # the metadata's base_model must be a Hub id: a local checkpoint is named in the text only
-    on_hub = not Path(base_model).exists() and REPO_ID.match(base_model) is not None
-    card_data = ModelCardData(
-        language=language,
-        license=license,
-        library_name="transformers",
-        pipeline_tag="text-classification",
-        tags=["bert", "text-classification", "glue", *glue_results, "bert-recipes"],
-        datasets=[GLUE_DATASET],
-        base_model=base_model if on_hub else None,
-        model_name=repo_id,
-        eval_results=glue_eval_results(glue_results),
-    )
-    return ModelCard.from_template(
-        card_data,
-        template_str=read_template("finetuned_bert.md"),
-        model_name=repo_id.split("/")[-1],
-        repo_id=repo_id,
-        base_model=f"[{base_model}](https://huggingface.co/{base_model})" if on_hub else f"`{Path(base_model).name}`",
-        tasks=", ".join(task.upper() for task in glue_results),
-        glue=glue_rows(glue_results),
-        hyperparameters={k: args[k] for k in FINETUNING_HYPERPARAMETERS if k in args},
-    )
-
-
 def tokenizer_card(
     tokenizer_dir: str | Path, repo_id: str | None = None, language: str = "en", license: str = "apache-2.0"
 ) -> ModelCard:
@@ -362,8 +261,8 @@ def card_for_folder(
     glue: dict[str, Any] | None = None,
     mlm_eval: dict[str, Any] | None = None,
 ) -> ModelCard:
-    """The card that fits what a folder holds: a GLUE fine-tune, a pretrained model (with the GLUE and held-out MLM
-    results given) or a tokenizer alone."""
+    """The card that fits what a folder holds: a GLUE, SQuAD or NER fine-tune, a pretrained model (with the GLUE
+    and held-out MLM results given) or a tokenizer alone."""
     out = Path(folder)
     if not (out / "config.json").is_file():
         if glue or mlm_eval:
@@ -371,8 +270,14 @@ def card_for_folder(
         return tokenizer_card(out, repo_id)
     architectures = json.loads((out / "config.json").read_text(encoding="utf-8")).get("architectures") or []
     results_file = out / "eval_results.json"
-    if "BertForSequenceClassification" in architectures and results_file.is_file():
+    heads = {"BertForSequenceClassification", "BertForQuestionAnswering", "BertForTokenClassification"}
+    if heads & set(architectures) and results_file.is_file():
         results = json.loads(results_file.read_text(encoding="utf-8"))
-        base_model = read_run_args(out).get("model_name_or_path", "a BERT checkpoint")
-        return finetuning_card(out, {out.name: results}, base_model, repo_id)
+        args = read_run_args(out)
+        task = out.name  # a GLUE task's folder
+        if "BertForQuestionAnswering" in architectures:
+            task = "squad_v2" if args.get("version_2_with_negative") else "squad"
+        elif "BertForTokenClassification" in architectures:
+            task = "ner"
+        return finetuning_card(out, {task: results}, args.get("model_name_or_path", "a BERT checkpoint"), repo_id)
     return pretraining_card(out, repo_id, glue, mlm_eval)

@@ -5,7 +5,7 @@
 log -> evaluate -> save -> stop?; however the run ends, it ends with a held-out evaluation, a checkpoint and the final
 model. The rest lives where it belongs: launch quirks in distributed.py, checkpoint files in
 checkpointing.py, the learning rate over steps or a time budget in schedule.py, the resumable per-epoch stream in
-pretraining_data.py.
+the data package (data/).
 """
 
 from __future__ import annotations
@@ -25,6 +25,13 @@ from transformers import BertConfig
 from bert_recipes import checkpointing as ckpt
 from bert_recipes.config import save_config
 from bert_recipes.corpus import CorpusConfig, check_corpus
+from bert_recipes.data import (
+    DataConfig,
+    TrainingStream,
+    held_out_batches,
+    loader_workers,
+    validate_data_config,
+)
 from bert_recipes.distributed import (
     check_optimizer_steps,
     cores_per_process,
@@ -36,23 +43,11 @@ from bert_recipes.distributed import (
 )
 from bert_recipes.errors import UsageError
 from bert_recipes.evaluation import mlm_metrics
+from bert_recipes.from_checkpoint import build_or_load_model, resolve_model_config
 from bert_recipes.hub import CheckpointPusher, HubConfig, check_hub_access
 from bert_recipes.metrics_log import MetricsLog
 from bert_recipes.model_card import pretraining_card
-from bert_recipes.modeling import (
-    ModelConfig,
-    SparsePretrainingLoss,
-    build_or_load_model,
-    count_parameters,
-    resolve_model_config,
-)
-from bert_recipes.pretraining_data import (
-    DataConfig,
-    TrainingStream,
-    held_out_batches,
-    loader_workers,
-    validate_data_config,
-)
+from bert_recipes.modeling import ModelConfig, SparsePretrainingLoss, count_parameters
 from bert_recipes.schedule import DECAY_SHAPES, SHAPES, LearningRateSchedule, ramped_accumulation
 
 logger = get_logger(__name__)

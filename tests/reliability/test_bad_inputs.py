@@ -14,9 +14,9 @@ from accelerate.utils.constants import OPTIMIZER_NAME, RNG_STATE_NAME
 
 from bert_recipes.config import parse_config
 from bert_recipes.corpus import CorpusConfig
+from bert_recipes.data import DataConfig
 from bert_recipes.errors import UsageError
 from bert_recipes.modeling import ModelConfig
-from bert_recipes.pretraining_data import DataConfig
 from bert_recipes.trainer import Pretrainer, TrainConfig
 from tests.conftest import REPO_ROOT
 from tests.test_trainer import pretrain_in_process, tiny_args

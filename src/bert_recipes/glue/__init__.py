@@ -4,18 +4,10 @@ tasks.py describes the tasks, config.py holds the recipe's arguments, data.py re
 and predicts, report.py writes the results.
 """
 
-from bert_recipes.glue.config import (
-    GLUE_ARGUMENTS,
-    RENAMED_FLAGS,
-    CheckpointConfig,
-    GlueConfig,
-    GlueHubConfig,
-    GlueTrainingArguments,
-    TaskConfig,
-    hub_config,
-)
+from bert_recipes.finetuning import RENAMED_FLAGS, CheckpointConfig, TaskResult, hub_config
+from bert_recipes.glue.config import GLUE_ARGUMENTS, GlueConfig, GlueTrainingArguments, TaskConfig
 from bert_recipes.glue.finetune import majority_baseline, run_glue
-from bert_recipes.glue.report import TaskResult, glue_score, results_markdown
+from bert_recipes.glue.report import glue_score, results_markdown
 from bert_recipes.glue.tasks import TASKS, Task
 
 __all__ = [
@@ -24,7 +16,6 @@ __all__ = [
     "TASKS",
     "CheckpointConfig",
     "GlueConfig",
-    "GlueHubConfig",
     "GlueTrainingArguments",
     "Task",
     "TaskConfig",

@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
-import torch
 from accelerate.logging import get_logger
-from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from bert_recipes.errors import UsageError
 from bert_recipes.glue.config import TaskConfig, check_task_name
@@ -257,14 +256,3 @@ def tokenize(data: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase, max
         return encoded
 
     return data.map(encode, batched=True, remove_columns=["text_a", "text_b"], desc="tokenizing")
-
-
-class ModelInputCollator:
-    """Pads a batch to its longest row (a multiple of 8), passing the model only what its forward takes."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase):
-        self.keep = {*tokenizer.model_input_names, "label"}
-        self.pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
-
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        return self.pad([{k: v for k, v in row.items() if k in self.keep} for row in rows])

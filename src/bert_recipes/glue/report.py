@@ -1,28 +1,19 @@
-"""GLUE outputs: each run's record, a task's summary over seeds (median and min-max) with the kept model, dev
-predictions, the leaderboard's submission files, and the GLUE score as markdown and JSON."""
+"""GLUE outputs: the kept model's dev predictions, the leaderboard's submission files, and the GLUE score as
+markdown and JSON."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import datasets
 import numpy as np
 
-from bert_recipes.config import save_config
-from bert_recipes.errors import UsageError
+from bert_recipes.finetuning import Sweep, TaskResult, format_metrics, write_json
+from bert_recipes.finetuning import mean_score as task_score
 from bert_recipes.glue.config import GlueConfig
 from bert_recipes.glue.tasks import TASKS, Task
 
-RUN_RESULTS = "run_results.json"  # written last into a run's folder: the run is finished
-RUN_PREDICTIONS = "predictions.json"
-TASK_RUNS = "runs.json"  # written last into a task's folder: the task is finished
-# what stays in a run's folder once the task is done (the kept model is copied to the task's folder)
-RUN_RECORDS = (RUN_RESULTS, RUN_PREDICTIONS, "trainer_state.json")
 GLUE_SCORE_CONVENTION = (
     "GLUE score: the leaderboard's macro-average over the tasks run; a task with two metrics (MRPC, QQP, STS-B) "
     "scores their mean, MNLI the mean of matched and mismatched accuracy (shown apart as MNLI-m and MNLI-mm, "
@@ -31,90 +22,7 @@ GLUE_SCORE_CONVENTION = (
 )
 
 
-@dataclass
-class RunRecord:
-    learning_rate: float
-    seed: int
-    metrics: dict[str, float]
-    resumed_from: str | None = None  # the checkpoint a killed run continued from
-
-
-@dataclass
-class TaskResult:
-    median: dict[str, float]  # each metric's median over the seeds of the chosen learning rate
-    low: dict[str, float]
-    high: dict[str, float]
-    learning_rate: float  # the one with the best median score
-    kept_seed: int  # the median-scoring seed, whose model is kept
-    runs: list[RunRecord]  # every run, of every learning rate
-
-    @classmethod
-    def from_dict(cls, saved: dict[str, Any]) -> TaskResult:
-        """From its JSON form (runs.json, or a task of glue_results.json's `runs`)."""
-        return cls(**{**saved, "runs": [RunRecord(**run) for run in saved["runs"]]})
-
-    @property
-    def seeds(self) -> int:
-        """How many seeds the median and min-max are over: the runs of the chosen learning rate."""
-        return sum(run.learning_rate == self.learning_rate for run in self.runs)
-
-
-def write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-
-
-def task_score(metrics: dict[str, float]) -> float:
-    """The leaderboard's score of one task: the mean of its metrics (MNLI: of matched and mismatched)."""
-    return float(np.mean(list(metrics.values())))
-
-
-# ---- runs and their summary --------------------------------------------------------------------------------------
-
-
-def save_run(folder: Path, record: RunRecord, predictions: dict[str, np.ndarray]) -> None:
-    write_json(folder / RUN_PREDICTIONS, {split: values.tolist() for split, values in predictions.items()})
-    write_json(folder / RUN_RESULTS, dataclasses.asdict(record))
-    for checkpoint in folder.glob("checkpoint-*"):
-        shutil.rmtree(checkpoint)  # they only served resuming; a bert-base one holds 1.3 GB of optimizer state
-
-
-def read_run(folder: Path) -> RunRecord:
-    return RunRecord(**json.loads((folder / RUN_RESULTS).read_text(encoding="utf-8")))
-
-
-def median_run(runs: list[RunRecord]) -> RunRecord:
-    """The run whose score is the median; of an even number, the lower of the two in the middle."""
-    ranked = sorted(runs, key=lambda run: task_score(run.metrics))
-    return ranked[(len(ranked) - 1) // 2]
-
-
-def summarize_runs(records: list[RunRecord]) -> TaskResult:
-    """The learning rate with the best median score, its metrics' median and min-max over seeds, its median seed."""
-    by_rate: dict[float, list[RunRecord]] = {}
-    for record in records:
-        by_rate.setdefault(record.learning_rate, []).append(record)
-    rate = max(by_rate, key=lambda r: float(np.median([task_score(run.metrics) for run in by_rate[r]])))
-    runs = by_rate[rate]
-    values = {name: [run.metrics[name] for run in runs] for name in runs[0].metrics}
-    return TaskResult(
-        median={name: float(np.median(v)) for name, v in values.items()},
-        low={name: min(v) for name, v in values.items()},
-        high={name: max(v) for name, v in values.items()},
-        learning_rate=rate,
-        kept_seed=median_run(runs).seed,
-        runs=records,
-    )
-
-
-def read_task_result(task_dir: Path) -> TaskResult:
-    return TaskResult.from_dict(json.loads((task_dir / TASK_RUNS).read_text(encoding="utf-8")))
-
-
 # ---- a task's files ----------------------------------------------------------------------------------------------
-
-
-def model_files(folder: Path) -> list[Path]:
-    return [p for p in folder.iterdir() if p.is_file() and p.name not in RUN_RECORDS]
 
 
 def shown_prediction(task: Task, value: float) -> str:
@@ -135,51 +43,24 @@ def write_predictions(path: Path, task: Task, split: datasets.Dataset, predictio
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def write_task_outputs(
-    config: GlueConfig, name: str, encoded: datasets.DatasetDict, result: TaskResult, kept: Path, runs: list[Path]
-) -> None:
-    """The kept run's model, eval_results.json (medians), its dev predictions and resolved config in the task folder,
-    its test predictions in the shared submission/ folder (ready to zip), runs.json; then the other models go."""
-    task, out = TASKS[name], Path(config.training.output_dir)
-    task_dir = out / name
-    if not (kept / "config.json").is_file():
-        raise UsageError(
-            f"{name}: the median seed is {result.kept_seed} (lr {result.learning_rate:g}), a run of an earlier "
-            "finished sweep whose model was deleted then: run the task again without --resume_from_checkpoint"
-        )
-    for path in model_files(kept):
-        shutil.copy2(path, task_dir / path.name)
-    write_json(task_dir / "eval_results.json", result.median)
-    chosen = dataclasses.replace(config.training, learning_rate=result.learning_rate, seed=result.kept_seed)
-    save_config(task_dir / "finetune_args.yaml", dataclasses.replace(config.task, task_name=name), config.model, chosen)
-    predictions = json.loads((kept / RUN_PREDICTIONS).read_text(encoding="utf-8"))
-    for split, file in task.dev_files:
-        stem = Path(file).stem.replace("dev", "dev_predictions")
-        write_predictions(task_dir / f"{stem}.tsv", task, encoded[split], predictions[split])
-    for split, _, submission in task.test_files:
-        if split in predictions:
-            write_predictions(out / "submission" / submission, task, encoded[split], predictions[split])
-    write_json(task_dir / TASK_RUNS, dataclasses.asdict(result))
-    for folder in runs:
-        for path in model_files(folder):
-            path.unlink()
+def write_task_outputs(config: GlueConfig, sweep: Sweep, encoded: datasets.DatasetDict, result: TaskResult) -> None:
+    """The kept run's model and files in the task folder (Sweep.keep_median_model), with its dev predictions as
+    tsv files and its test predictions in the shared submission/ folder (ready to zip)."""
+    task, out = TASKS[sweep.name], Path(config.training.output_dir)
+
+    def write_outputs(predictions: dict[str, list]) -> None:
+        for split, file in task.dev_files:
+            stem = Path(file).stem.replace("dev", "dev_predictions")
+            write_predictions(sweep.task_dir / f"{stem}.tsv", task, encoded[split], predictions[split])
+        for split, _, submission in task.test_files:
+            if split in predictions:
+                write_predictions(out / "submission" / submission, task, encoded[split], predictions[split])
+
+    task_config = dataclasses.replace(config.task, task_name=sweep.name)
+    sweep.keep_median_model(result, (task_config, config.model), write_outputs)
 
 
 # ---- the results table -------------------------------------------------------------------------------------------
-
-
-def points_range(low: float, high: float) -> str:
-    """`52.10 to 57.40` in points: "to", not a dash, as Matthews correlation can be negative."""
-    return f"{100 * low:.2f} to {100 * high:.2f}"
-
-
-def format_metrics(metrics: dict[str, float], low: dict | None = None, high: dict | None = None) -> str:
-    """`accuracy 55.23`, or with a spread over seeds `accuracy 55.23 (52.10 to 57.40)`."""
-    shown = []
-    for name, value in metrics.items():
-        spread = f" ({points_range(low[name], high[name])})" if low and high else ""
-        shown.append(f"{name} {100 * value:.2f}{spread}")
-    return ", ".join(shown)
 
 
 def glue_score(results: dict[str, dict[str, float]]) -> float:

@@ -3,3 +3,5 @@
 from pathlib import Path
 
 GLUE_METRIC = str(Path(__file__).parent / "glue")
+SQUAD_METRIC = str(Path(__file__).parent / "squad")
+NER_METRIC = str(Path(__file__).parent / "ner")
