@@ -50,6 +50,8 @@ LEVERS = {
         "0.6",
     ),
     "clip_0.5": ("--max_grad_norm", "0.5"),
+    # half the global batch: twice the optimizer steps in the budget, which early training may use better
+    "batch_16": ("--per_device_train_batch_size", "16"),
     "nsp": ("--no_nsp", "false"),
 }
 # the settings a recorded run must share with this call to count
