@@ -8,13 +8,14 @@ import datasets
 import numpy as np
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
+from bert_recipes.finetuning.batches import InOrderTrainer
+
 
 def prediction_trainer(model: PreTrainedModel, args: TrainingArguments, collator, tokenizer) -> Trainer:
-    """A Trainer that predicts batches in the order it is given them: its length grouping would shuffle the rows."""
-    sequential = dataclasses.replace(
-        args, train_sampling_strategy="sequential", eval_strategy="no", load_best_model_at_end=False
-    )
-    return Trainer(model=model, args=sequential, data_collator=collator, processing_class=tokenizer)
+    """A Trainer that only predicts, keeping the order it is given the rows in (an InOrderTrainer, as the QA
+    recipe's trainer is): the training run's Trainer groups evaluation rows by length, which shuffles them."""
+    predicting = dataclasses.replace(args, eval_strategy="no", load_best_model_at_end=False)
+    return InOrderTrainer(model=model, args=predicting, data_collator=collator, processing_class=tokenizer)
 
 
 def predict_in_order(predictor: Trainer, split: datasets.Dataset, drop: tuple[str, ...] = ()):

@@ -125,7 +125,8 @@ class Sweep:
     learning_rates: list[float]
     seeds: list[int]
     main_metric: str  # what MAIN_METRIC stands for: picks the best checkpoint during a run
-    score: Score = mean_score  # ranks runs: the median seed and the best learning rate
+    # ranks runs (the median seed, the best learning rate); None: the main metric itself
+    score: Score | None = None
     scale: float = 100  # shown in points: GLUE's and seqeval's fractions times 100, SQuAD's points as they are
     logged: tuple[str, ...] = ()  # the metrics a run's log line shows (all when empty)
     # eval_results.json: each metric's median over the seeds (GLUE's report), or with this the kept run's own
@@ -205,7 +206,7 @@ class Sweep:
 
     def run_all(self, train_and_predict: TrainAndPredict) -> TaskResult:
         records = [self.run(rate, seed, train_and_predict) for rate in self.learning_rates for seed in self.seeds]
-        return summarize_runs(records, self.score)
+        return summarize_runs(records, self.score or (lambda metrics: metrics[self.main_metric]))
 
     def keep_median_model(self, result: TaskResult, config_parts: tuple, write_outputs: Callable[[Any], None]) -> None:
         """Into the task folder: the kept run's model, eval_results.json, finetune_args.yaml (with the

@@ -28,6 +28,7 @@ from bert_recipes.finetuning import (
     TaskResult,
     load_checked_tokenizer,
     load_model,
+    mean_score,
     predict_in_order,
     prediction_trainer,
 )
@@ -137,7 +138,9 @@ def glue_run(config: GlueConfig, name: str, encoded: datasets.DatasetDict, token
 def run_task(config: GlueConfig, name: str, tokenizer: PreTrainedTokenizerBase) -> TaskResult:
     """Every learning rate and seed of one task; keeps the median seed's model of the best learning rate."""
     rates, seeds = runs_wanted(config)
-    sweep = Sweep(name, Path(config.training.output_dir) / name, config.training, rates, seeds, TASKS[name].main_metric)
+    task_dir = Path(config.training.output_dir) / name
+    # runs are ranked as the leaderboard scores a task: the mean of its metrics
+    sweep = Sweep(name, task_dir, config.training, rates, seeds, TASKS[name].main_metric, score=mean_score)
     finished = sweep.finished()
     if finished:
         return finished

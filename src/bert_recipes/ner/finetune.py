@@ -81,9 +81,11 @@ def ner_run(config: NerConfig, encoded: datasets.DatasetDict, labels: list[str],
     """The sweep's `train_and_predict`: train, tag every dev word, score the tags."""
     dev = encoded["validation"]
     collator = ModelInputCollator(tokenizer, targets=("labels",), padder=DataCollatorForTokenClassification)
+    # read once: a Dataset decodes a column on every access
+    dev_pieces, dev_words = dev["word_ids"], [len(tokens) for tokens in dev["tokens"]]
+    truncated = sum(max(ids) + 1 < words for ids, words in zip(dev_pieces, dev_words, strict=True))
 
     def train_and_predict(args: TrainingArguments, resume: str | None):
-        truncated = sum(max(ids) + 1 < len(words) for ids, words in zip(dev["word_ids"], dev["tokens"], strict=True))
         logger.info(
             f"ner: {len(encoded['train']):,} training and {len(dev):,} dev sentences, {len(labels)} labels; "
             f"{truncated} dev sentences cut by --max_seq_length; lr {args.learning_rate:g}, seed {args.seed}",
@@ -107,7 +109,8 @@ def ner_run(config: NerConfig, encoded: datasets.DatasetDict, labels: list[str],
         predictor = prediction_trainer(trainer.model, args, collator, tokenizer)
         logits = predict_in_order(predictor, dev, drop=("labels",))
         predicted = [
-            word_tags(logits[row], dev[row]["word_ids"], len(dev[row]["tokens"]), labels) for row in range(len(dev))
+            word_tags(row_logits, ids, words, labels)
+            for row_logits, ids, words in zip(logits, dev_pieces, dev_words, strict=True)
         ]
         return trainer, score_tags(predicted, dev["tags"]), predicted
 
@@ -123,7 +126,7 @@ def run_ner(config: NerConfig) -> TaskResult:
     tokenizer = load_checked_tokenizer(config.model, data.max_seq_length, needs_fast="matching pieces to words")
     sweep = Sweep(
         "ner", Path(training.output_dir), training, learning_rates(data, training), seeds(data, training),
-        main_metric="overall_f1", score=lambda metrics: metrics["overall_f1"], logged=LOGGED, kept_run_results=True,
+        main_metric="overall_f1", logged=LOGGED, kept_run_results=True,
     )  # fmt: skip
     finished = sweep.finished()
     if finished:

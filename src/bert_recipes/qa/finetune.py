@@ -107,7 +107,7 @@ def run_qa(config: QaConfig) -> TaskResult:
     tokenizer = load_checked_tokenizer(config.model, data.max_seq_length, needs_fast="cutting contexts into windows")
     sweep = Sweep(
         metric_name(data), Path(training.output_dir), training, learning_rates(data, training), seeds(data, training),
-        main_metric="f1", score=lambda metrics: metrics["f1"], scale=1, logged=LOGGED, kept_run_results=True,
+        main_metric="f1", scale=1, logged=LOGGED, kept_run_results=True,
     )  # fmt: skip
     finished = sweep.finished()
     if finished:
