@@ -8,10 +8,13 @@ from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem
 from reporting import save_result
 from transformers import BertConfig, BertForPreTraining
 
+from bert_recipes.config import parse_config
+
 GIB = 2**30
 
 
 def main() -> None:
+    parse_config([])  # no flags: --help prints the usage, anything else is an error
     rows, raw = [], []
     for name, hidden, layers in (("bert-base", 768, 12), ("bert-large", 1024, 24)):
         config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=hidden // 64,

@@ -15,7 +15,6 @@ larger of the two seed ranges; writes benchmarks/results/glue_parity.json.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,9 +25,8 @@ import evaluate
 import numpy as np
 import torch
 from accelerate import PartialState
-from accelerate.state import AcceleratorState, GradientState
-from pretrain_throughput import pretrain_records
-from reporting import DEMO_CORPUS, REPO_ROOT, save_result
+from bench_setup import pretrain_checkpoint
+from reporting import DEMO_CORPUS, REPO_ROOT, cell, save_result, spread
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -66,17 +64,6 @@ class BenchConfig:
     pretrain_learning_rate: float = field(default=1.0e-3, metadata={"help": "Pretraining peak learning rate."})
     tokenizer: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer of the pretrained model."})
     corpus: str = field(default=DEMO_CORPUS, metadata={"help": "Corpus to pretrain on."})
-
-
-def pretrain_checkpoint(bench: BenchConfig, out: Path) -> Path:
-    pretrain_records(
-        bench.pretrain_size, out, bench.tokenizer, 32, 128, bench.pretrain_steps, "--train_files", bench.corpus,
-        "--learning_rate", str(bench.pretrain_learning_rate), "--mixed_precision", "no", "--seed", "42",
-    )  # fmt: skip
-    # the Trainers below set up their own Accelerator: the Pretrainer's state must not carry over
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
-    return out
 
 
 # ---- (a) run_glue.py at its defaults -----------------------------------------------------------------------------
@@ -155,10 +142,6 @@ def recipe_scores(bench: BenchConfig, model_dir: str, names: list[str], out: Pat
 # ---- comparison --------------------------------------------------------------------------------------------------
 
 
-def spread(scores: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(scores), "min": min(scores), "max": max(scores)}
-
-
 def baseline_score(bench: BenchConfig, name: str) -> float:
     """The dev score of always predicting the most frequent training label: a run at it has learned nothing."""
     config = GlueConfig.from_values(model_name_or_path="unused", task_name=name, data_dir=bench.data_dir)
@@ -184,10 +167,6 @@ def compare(name: str, seeds: list[int], reference: list[float], recipe: list[fl
     }
 
 
-def cell(side: dict) -> str:
-    return f"{side['median']:.3f} ({side['min']:.3f}-{side['max']:.3f})"
-
-
 def verdict(row: dict) -> str:
     if row["all_at_baseline"]:
         return "yes, but every run predicts the majority class"
@@ -204,7 +183,16 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--tasks names unknown GLUE tasks {unknown}: use some of {', '.join(TASKS)}")
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = bench.model_name_or_path or str(pretrain_checkpoint(bench, Path(tmp) / "pretrained"))
+        model_dir = bench.model_name_or_path or str(
+            pretrain_checkpoint(
+                Path(tmp) / "pretrained",
+                bench.pretrain_size,
+                bench.tokenizer,
+                bench.corpus,
+                bench.pretrain_steps,
+                bench.pretrain_learning_rate,
+            )
+        )
         start = time.perf_counter()
         reference = reference_scores(bench, model_dir, names, seeds)
         reference_seconds = time.perf_counter() - start

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from reporting import RESULTS_DIR, median_and_range, save_result
+from reporting import RESULTS_DIR, median_and_range, save_result, seed_points
 from transformers import AutoTokenizer, BertConfig, BertForPreTraining
 
 from bert_recipes.card_files import newest_trainer_state
 from bert_recipes.config import parse_config
 from bert_recipes.glue import GlueConfig, TaskResult, glue_score, run_glue
-from bert_recipes.glue.report import task_score
 from bert_recipes.tokenization import save_tokenizer
 
 
@@ -60,11 +59,6 @@ def finetune(bench: ValueBenchConfig, model: Path, out: Path, task: str) -> Task
         save_strategy="no", report_to="none", disable_tqdm=True, resume_from_checkpoint="true",
     )  # fmt: skip
     return run_glue(config)[task]
-
-
-def seed_points(result: TaskResult) -> dict[int, float]:
-    """Each seed's task score (GLUE's convention, in points) of a fine-tuned task."""
-    return {run.seed: 100 * task_score(run.metrics) for run in result.runs}
 
 
 def task_summary(result: TaskResult) -> dict[str, float]:

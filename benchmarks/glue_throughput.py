@@ -21,7 +21,7 @@ from pathlib import Path
 import datasets
 import torch
 from accelerate import PartialState
-from pretrain_throughput import SIZES, VOCAB, StepTimer
+from bench_setup import SIZES, VOCAB, StepTimer
 from reporting import save_result
 from transformers import (
     AutoTokenizer,

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 from accelerate.state import AcceleratorState, GradientState
-from pretrain_throughput import SIZES, VOCAB, model_flops_per_token
+from bench_setup import SIZES, VOCAB, model_flops_per_token
 from reporting import DEMO_CORPUS, REPO_ROOT, RESULTS_DIR, save_result
 
 from bert_recipes.config import parse_config

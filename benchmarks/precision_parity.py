@@ -12,9 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from accelerate import PartialState
-from glue_pretraining_value import seed_points
-from pretrain_throughput import pretrain_records
-from reporting import DEMO_CORPUS, REPO_ROOT, median_and_range, save_result
+from bench_setup import pretrain_records
+from reporting import DEMO_CORPUS, REPO_ROOT, median_and_range, save_result, seed_points
 
 from bert_recipes.config import parse_config
 from bert_recipes.glue import GlueConfig, run_glue

@@ -19,14 +19,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
-from pretrain_throughput import SIZES, VOCAB
+from bench_setup import SIZES, VOCAB
 from reporting import save_result
 from transformers import BertConfig
 
 from bert_recipes.config import parse_config
 from bert_recipes.dropout import use_cpu_dropout
 from bert_recipes.modeling import SparsePretrainingLoss, build_model
-from bert_recipes.trainer import TrainConfig, build_optimizer
+from bert_recipes.train_config import TrainConfig, build_optimizer
 
 
 @dataclass

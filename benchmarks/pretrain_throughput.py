@@ -16,7 +16,6 @@ same run, and writes benchmarks/results/pretrain_throughput.json.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import statistics
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from accelerate.state import AcceleratorState, GradientState
+from bench_setup import SIZES, VOCAB, StepTimer, model_flops_per_token, pretrain_records
 from reporting import DEMO_CORPUS, save_result
 from transformers import (
     AutoTokenizer,
@@ -34,18 +33,13 @@ from transformers import (
     BertForPreTraining,
     DataCollatorForLanguageModeling,
     Trainer,
-    TrainerCallback,
     TrainingArguments,
 )
 
 from bert_recipes.config import parse_config
 from bert_recipes.corpus import CorpusConfig
 from bert_recipes.data import DataConfig, build_pretraining_datasets
-from bert_recipes.modeling import ModelConfig
-from bert_recipes.trainer import Pretrainer, TrainConfig
 
-SIZES = {"tiny": (2, 128), "mini": (4, 256), "small": (4, 512), "medium": (8, 512), "base": (12, 768)}
-VOCAB = 30522
 COMPILED = ("--max_predictions_per_seq", "20", "--torch_compile", "true")
 
 
@@ -75,33 +69,6 @@ def matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 20) -> float:
     return 2 * n**3 / fastest
 
 
-def model_flops_per_token(layers: int, hidden: int, seq: int, mlm_fraction: float = 0.15) -> float:
-    """Training FLOPs (3x forward) per real token of the work the model must do: the encoder (dense layers and
-    attention), the pooler and NSP head per sequence, and the MLM head on the masked positions only."""
-    encoder = layers * (2 * 12 * hidden * hidden + 2 * 2 * seq * hidden)
-    pooler_nsp = (2 * hidden * hidden + 2 * 2 * hidden) / seq
-    mlm_head = mlm_fraction * (2 * hidden * hidden + 2 * hidden * VOCAB)
-    return 3 * (encoder + pooler_nsp + mlm_head)
-
-
-def pretrain_records(
-    size: str, out: Path, tokenizer: str, batch_size: int, seq_length: int, steps: int, *extra: str
-) -> list[dict]:
-    """Run the recipe's Pretrainer for `steps` steps of one BERT size and return its metrics.jsonl records."""
-    layers, hidden = SIZES[size]
-    args = [
-        "--tokenizer_name_or_path", tokenizer, "--output_dir", str(out), "--overwrite_output_dir", "true",
-        "--hidden_size", str(hidden), "--num_hidden_layers", str(layers), "--vocab_size", str(VOCAB),
-        "--max_seq_length", str(seq_length), "--per_device_train_batch_size", str(batch_size),
-        "--max_steps", str(steps), "--logging_steps", "1", "--eval_steps", "0", "--save_steps", "0",
-        "--report_to", "none", "--eval_every_nth_document", "0", *extra,
-    ]  # fmt: skip
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
-    Pretrainer(*parse_config([CorpusConfig, DataConfig, ModelConfig, TrainConfig], args)).run()
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 def ours(size: str, bench: BenchConfig, out: Path, precision: str, *extra: str) -> list[float]:
     """Tokens/s of each timed step of the recipe."""
     records = pretrain_records(
@@ -109,19 +76,6 @@ def ours(size: str, bench: BenchConfig, out: Path, precision: str, *extra: str) 
         "--train_files", bench.corpus, "--seed", str(bench.seed), "--mixed_precision", precision, *extra,
     )[bench.warmup :]  # fmt: skip
     return [r["tokens_per_second"] for r in records]
-
-
-class StepTimer(TrainerCallback):
-    """Seconds of each optimizer step."""
-
-    def __init__(self):
-        self.seconds: list[float] = []
-        self.last = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        now = time.perf_counter()
-        self.seconds.append(now - self.last)
-        self.last = now
 
 
 def baseline(size: str, bench: BenchConfig, examples: list[dict], out: Path, bf16: bool) -> list[float]:

@@ -12,10 +12,18 @@ from __future__ import annotations
 
 import json
 import re
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from reporting import REPO_ROOT, RESULTS_DIR, markdown_table
+
+from bert_recipes.config import parse_config
+
+
+@dataclass
+class ReportConfig:
+    check: bool = field(default=False, metadata={"help": "Change nothing; exit 1 if a page and the results differ."})
+
 
 SECTION = re.compile(r"(<!-- results: (?P<name>[\w-]+) -->\n).*?(<!-- /results -->)", re.S)
 
@@ -42,10 +50,11 @@ def rewrite(page: str, results_dir: Path = RESULTS_DIR) -> str:
 
 
 def main() -> None:
+    (config,) = parse_config([ReportConfig])
     for page in pages():
         text = page.read_text(encoding="utf-8")
         updated = rewrite(text)
-        if "--check" in sys.argv[1:]:
+        if config.check:
             if updated != text:
                 raise SystemExit(f"{page}'s benchmark tables differ from benchmarks/results: run benchmarks/report.py")
         elif updated != text:

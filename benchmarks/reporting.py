@@ -14,6 +14,9 @@ from typing import Any
 
 import torch
 
+from bert_recipes.finetuning import TaskResult
+from bert_recipes.glue.report import task_score
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 # the package has no default corpus; the benchmarks measure on the embedded one, wherever they are run from
@@ -37,6 +40,20 @@ def command() -> str:
 def median_and_range(values: list[float]) -> str:
     """`median (min to max)`, one decimal: "to" because the values may be negative."""
     return f"{statistics.median(values):.1f} ({min(values):.1f} to {max(values):.1f})"
+
+
+def spread(scores: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(scores), "min": min(scores), "max": max(scores)}
+
+
+def cell(side: dict) -> str:
+    """A spread as a table cell: `median (min-max)`, three decimals."""
+    return f"{side['median']:.3f} ({side['min']:.3f}-{side['max']:.3f})"
+
+
+def seed_points(result: TaskResult) -> dict[int, float]:
+    """Each seed's task score (GLUE's convention, in points) of a fine-tuned task."""
+    return {run.seed: 100 * task_score(run.metrics) for run in result.runs}
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import psutil
 from accelerate import PartialState
+from bench_setup import first_megabytes
 from reporting import save_result
-from streaming_pipeline import first_megabytes
 from tqdm import tqdm
 from transformers import AutoTokenizer
 

@@ -8,14 +8,12 @@ first --megabytes of the corpus with each of --workers DataLoader worker counts 
 
 from __future__ import annotations
 
-import gzip
-import json
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from accelerate import PartialState
-from pretrain_throughput import pretrain_records
+from bench_setup import first_megabytes, pretrain_records
 from reporting import save_result
 
 from bert_recipes.config import parse_config
@@ -32,19 +30,6 @@ class BenchConfig:
     workers: str = field(default="0,1,2", metadata={"help": "--dataloader_num_workers values to compare."})
     batch_size: int = field(default=32, metadata={"help": "Sequences per batch."})
     tokenizer: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer directory."})
-
-
-def first_megabytes(source: str, megabytes: float, folder: Path) -> tuple[str, int, int]:
-    """The first documents of `source` holding at least `megabytes` of text, as an uncompressed jsonl file."""
-    path, chars, documents = folder / "corpus.jsonl", 0, 0
-    with gzip.open(source, "rt", encoding="utf-8") as src, path.open("w", encoding="utf-8") as out:
-        for line in src:
-            out.write(line)
-            chars += len(json.loads(line)["text"])
-            documents += 1
-            if chars >= megabytes * 1e6:
-                break
-    return str(path), chars, documents
 
 
 def data_wait(size: str, workers: str, corpus: str, bench: BenchConfig, out: Path) -> dict:

@@ -18,7 +18,6 @@ Writes benchmarks/results/time_to_quality.json and .png; the README shows both.
 
 from __future__ import annotations
 
-import gzip
 import json
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from bench_setup import SIZES, split_corpus
 from mlm_trainer_baseline import TIMELINE
 from reporting import REPO_ROOT, RESULTS_DIR, save_result
 
@@ -33,7 +33,6 @@ from bert_recipes.checkpointing import list_checkpoints, read_trainer_state
 from bert_recipes.config import parse_config
 from bert_recipes.evaluation import HeldOutDataConfig, MlmEvalConfig, evaluate_checkpoints
 
-SIZES = {"tiny": (2, 128), "mini": (4, 256), "small": (4, 512)}
 SIDES = {"baseline": "(a) Trainer, run_mlm.py's way", "recipe": "(b) recipe, --no_nsp", "recipe_nsp": "(c) recipe, NSP"}
 
 
@@ -59,24 +58,6 @@ class QualityBenchConfig:
     seed: int = field(default=42, metadata={"help": "Seed of every run and of the held-out masks' builder."})
     work_dir: str = field(default="runs/time_to_quality", metadata={"help": "Data slices, runs and checkpoints."})
     results_dir: str = field(default=str(RESULTS_DIR), metadata={"help": "Where the JSON record and PNG go."})
-
-
-def split_corpus(config: QualityBenchConfig, work: Path) -> tuple[Path, Path]:
-    """train.jsonl: the first documents up to --train_characters; held_out.jsonl: the last --held_out_documents."""
-    opener = gzip.open if config.corpus.endswith(".gz") else open
-    with opener(config.corpus, "rt", encoding="utf-8") as handle:
-        lines = handle.readlines()
-    held_out, rest = lines[-config.held_out_documents :], lines[: -config.held_out_documents]
-    train, characters = [], 0
-    for line in rest:
-        if characters >= config.train_characters:
-            break
-        train.append(line)
-        characters += len(json.loads(line)["text"])
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "train.jsonl").write_text("".join(train), encoding="utf-8")
-    (work / "held_out.jsonl").write_text("".join(held_out), encoding="utf-8")
-    return work / "train.jsonl", work / "held_out.jsonl"
 
 
 def side_command(side: str, config: QualityBenchConfig, train: Path, out: Path, rate: float, steps: int) -> list[str]:
@@ -218,7 +199,7 @@ def plot(runs: list[dict], path: Path, target: float) -> None:
 def main() -> None:
     (config,) = parse_config([QualityBenchConfig])
     work = REPO_ROOT / config.work_dir
-    train, held_out = split_corpus(config, work)
+    train, held_out = split_corpus(config.corpus, config.train_characters, config.held_out_documents, work)
     runs = train_side("baseline", config, train, work, [float(r) for r in config.baseline_learning_rates.split(",")])
     runs += train_side("recipe", config, train, work, [float(r) for r in config.recipe_learning_rates.split(",")])
     score(config, held_out, runs)

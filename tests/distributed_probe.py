@@ -18,7 +18,8 @@ from bert_recipes.corpus import CorpusConfig
 from bert_recipes.data import DataConfig
 from bert_recipes.errors import run_cli
 from bert_recipes.modeling import ModelConfig
-from bert_recipes.trainer import Pretrainer, TrainConfig, build_optimizer
+from bert_recipes.train_config import build_optimizer
+from bert_recipes.trainer import Pretrainer, TrainConfig
 
 
 def example_hashes(trainer: Pretrainer, count: int) -> list[str]:

@@ -16,7 +16,7 @@ from bert_recipes.errors import UsageError
 from bert_recipes.from_checkpoint import resolve_model_config
 from bert_recipes.modeling import ModelConfig
 from bert_recipes.schedule import ramped_accumulation
-from bert_recipes.trainer import TrainConfig, validate_run
+from bert_recipes.train_config import TrainConfig, validate_run
 from tests.test_distributed import PRETRAIN, assert_ok, launch
 from tests.test_trainer import losses_by_step, pretrain_in_process, read_metrics, tiny_args
 

@@ -19,7 +19,7 @@ from bert_recipes.data import DataConfig
 from bert_recipes.from_checkpoint import load_checkpoint_config, load_pretrained_bert
 from bert_recipes.hub import HubConfig
 from bert_recipes.modeling import ModelConfig
-from bert_recipes.trainer import TrainConfig
+from bert_recipes.train_config import TrainConfig
 from tests.conftest import DEMO_CORPUS, REPO_ROOT
 from tests.test_trainer import pretrain_in_process, read_metrics, run_cli, tiny_args
 

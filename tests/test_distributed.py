@@ -26,7 +26,7 @@ from bert_recipes.distributed import bf16_supported
 from bert_recipes.evaluation import mlm_metrics
 from bert_recipes.modeling import ModelConfig, SparsePretrainingLoss
 from bert_recipes.tokenization import load_tokenizer
-from bert_recipes.trainer import TrainConfig
+from bert_recipes.train_config import TrainConfig
 from tests.conftest import REPO_ROOT
 from tests.test_trainer import losses_by_step, read_metrics, tiny_args
 

@@ -4,6 +4,7 @@ that script accepts."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import re
@@ -21,6 +22,13 @@ from tests.conftest import REPO_ROOT
 README = REPO_ROOT / "README.md"
 PAGES = [README, REPO_ROOT / "benchmarks" / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+# every script a user runs; its docstring is its usage (the helper modules of benchmarks/ are imported, not run)
+SCRIPTS = sorted(
+    path
+    for folder in ("recipes", "benchmarks", "tokenizer")
+    for path in (REPO_ROOT / folder).glob("*.py")
+    if path.name not in ("bench_setup.py", "reporting.py")
+)
 # a command on a line of a code block (backslashed line ends joined first) or in an inline code span
 COMMAND = re.compile(r"(?:python|accelerate launch)\s[^`\n]*")
 
@@ -57,18 +65,24 @@ def test_every_docs_page_is_reachable_from_the_readme():
         assert page.resolve() in linked, f"{page.relative_to(REPO_ROOT)} is not linked from README.md"
 
 
+def usage(script: Path) -> str:
+    return ast.get_docstring(ast.parse(script.read_text(encoding="utf-8"))) or ""
+
+
 def shown_commands() -> list[tuple[str, str, list[str]]]:
-    """(page, script, flags) of every python or accelerate-launch command on the pages."""
+    """(page, script, flags) of every python or accelerate-launch command on the pages and in the scripts' usage."""
+    texts = [(page.name, page.read_text(encoding="utf-8")) for page in PAGES]
+    texts += [(script.name, usage(script)) for script in SCRIPTS]
     found = []
-    for page in PAGES:
-        for command in COMMAND.findall(page.read_text(encoding="utf-8").replace("\\\n", " ")):
+    for name, text in texts:
+        for command in COMMAND.findall(text.replace("\\\n", " ")):
             words = shlex.split(command, comments=True)
             scripts = [i for i, w in enumerate(words) if w.endswith(".py")]
             if not scripts or words[scripts[0]].startswith("-"):
                 continue  # `python -m ...` or prose
             at = scripts[0]
             flags = [w[2:].split("=")[0] for w in words[at + 1 :] if w.startswith("--")]
-            found.append((page.name, words[at], flags))
+            found.append((name, words[at], flags))
     return found
 
 
@@ -92,6 +106,13 @@ def accepted_flags(script: str) -> frozenset[str]:
     return frozenset({*re.findall(r"--(\w+)", out.getvalue()), "config", "debug"})
 
 
+@pytest.mark.parametrize("script", SCRIPTS, ids=[p.name for p in SCRIPTS])
+def test_every_script_opens_with_its_usage(script):
+    path = script.relative_to(REPO_ROOT).as_posix()
+    commands = COMMAND.findall(usage(script).replace("\\\n", " "))
+    assert any(path in command.split() for command in commands), f"{path}'s docstring shows no command that runs it"
+
+
 def test_every_command_shown_runs_a_script_that_accepts_its_flags(monkeypatch):
     monkeypatch.setattr(sys, "argv", list(sys.argv))
     commands = shown_commands()
@@ -102,3 +123,12 @@ def test_every_command_shown_runs_a_script_that_accepts_its_flags(monkeypatch):
             continue  # runs in its own environment with transformers 4 (see its docstring); takes no flags
         unknown = [flag for flag in flags if flag not in accepted_flags(script)]
         assert not unknown, f"{page}: {script} does not accept --{', --'.join(unknown)}"
+
+
+def test_the_code_map_names_every_module():
+    """docs/design.md's map of src/bert_recipes: a module added without a line there fails."""
+    text = (REPO_ROOT / "docs" / "design.md").read_text(encoding="utf-8")
+    package = REPO_ROOT / "src" / "bert_recipes"
+    entries = [p for p in package.iterdir() if p.name != "__init__.py" and not p.name.startswith((".", "__"))]
+    missing = [p.name for p in entries if f"`{p.name}{'/' if p.is_dir() else ''}`" not in text]
+    assert not missing, f"docs/design.md's code map lacks {missing}"

@@ -8,7 +8,7 @@ import torch
 
 from bert_recipes.distributed import cores_per_process, resolve_num_workers
 from bert_recipes.errors import UsageError
-from bert_recipes.trainer import copies_from_pinned_memory, to_device
+from bert_recipes.step_io import copies_from_pinned_memory, to_device
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
 

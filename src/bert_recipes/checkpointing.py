@@ -160,6 +160,16 @@ def remove_stale_temp_dirs(output_dir: str | Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
+def prepare_output_dir(accelerator: Accelerator, output_dir: Path, overwrite: bool) -> None:
+    """The main process clears an earlier run (with overwrite) and half-written checkpoints; every rank waits."""
+    if accelerator.is_main_process:
+        if overwrite:
+            clear_previous_run(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_dirs(output_dir)
+    accelerator.wait_for_everyone()
+
+
 def rotate_checkpoints(output_dir: str | Path, save_total_limit: int) -> None:
     """Keep the newest `save_total_limit` checkpoints (0 keeps all)."""
     if save_total_limit <= 0:
