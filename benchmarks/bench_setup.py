@@ -57,14 +57,18 @@ def pretrain_records(
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def pretrain_checkpoint(out: Path, size: str, tokenizer: str, corpus: str, steps: int, learning_rate: float) -> Path:
-    """A model pretrained by the recipe (fp32, batch 32, length 128, seed 42) for the fine-tuning parities."""
+def starting_model(bench, folder: Path) -> str:
+    """The model a fine-tuning parity starts from: `bench.model_name_or_path`, or one the recipe pretrains in `folder`
+    (`bench.pretrain_size` for `bench.pretrain_steps` steps at `bench.pretrain_learning_rate` on `bench.corpus`;
+    fp32, batch 32, length 128, seed 42)."""
+    if bench.model_name_or_path:
+        return bench.model_name_or_path
     pretrain_records(
-        size, out, tokenizer, 32, 128, steps, "--train_files", corpus, "--learning_rate", str(learning_rate),
-        "--mixed_precision", "no", "--seed", "42",
+        bench.pretrain_size, folder, bench.tokenizer, 32, 128, bench.pretrain_steps, "--train_files", bench.corpus,
+        "--learning_rate", str(bench.pretrain_learning_rate), "--mixed_precision", "no", "--seed", "42",
     )  # fmt: skip
     reset_accelerate_state()
-    return out
+    return str(folder)
 
 
 class StepTimer(TrainerCallback):

@@ -25,7 +25,7 @@ import evaluate
 import numpy as np
 import torch
 from accelerate import PartialState
-from bench_setup import pretrain_checkpoint
+from bench_setup import starting_model
 from reporting import DEMO_CORPUS, REPO_ROOT, cell, save_result, spread
 from transformers import (
     AutoConfig,
@@ -183,16 +183,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--tasks names unknown GLUE tasks {unknown}: use some of {', '.join(TASKS)}")
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = bench.model_name_or_path or str(
-            pretrain_checkpoint(
-                Path(tmp) / "pretrained",
-                bench.pretrain_size,
-                bench.tokenizer,
-                bench.corpus,
-                bench.pretrain_steps,
-                bench.pretrain_learning_rate,
-            )
-        )
+        model_dir = starting_model(bench, Path(tmp) / "pretrained")
         start = time.perf_counter()
         reference = reference_scores(bench, model_dir, names, seeds)
         reference_seconds = time.perf_counter() - start

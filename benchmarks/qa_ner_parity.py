@@ -30,7 +30,7 @@ import evaluate
 import numpy as np
 import torch
 from accelerate import PartialState
-from bench_setup import pretrain_checkpoint
+from bench_setup import starting_model
 from reporting import DEMO_CORPUS, REPO_ROOT, cell, save_result, spread
 from transformers import (
     AutoModelForQuestionAnswering,
@@ -291,16 +291,7 @@ def main() -> None:
         raise SystemExit(f"--tasks names unknown tasks {unknown}: use some of {', '.join(TASK_FILES)}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = bench.model_name_or_path or str(
-            pretrain_checkpoint(
-                Path(tmp) / "pretrained",
-                bench.pretrain_size,
-                bench.tokenizer,
-                bench.corpus,
-                bench.pretrain_steps,
-                bench.pretrain_learning_rate,
-            )
-        )
+        model_dir = starting_model(bench, Path(tmp) / "pretrained")
         for task in tasks:
             reference_run = reference_ner if task == "wnut17" else reference_qa
             start = time.perf_counter()

@@ -12,7 +12,11 @@ rather than trained again), so the ablation can be run in parts, a few levers pe
 
     python benchmarks/recipe_ablation.py --corpus ../shared/data/gutenberg-large.jsonl.gz --budget_seconds 600
 
-Writes benchmarks/results/recipe_ablation.json and .png; the README shows both.
+Writes benchmarks/results/recipe_ablation.json and .png; the README shows both. The same levers together against
+one baseline at a longer budget, in a record of its own:
+
+    python benchmarks/recipe_ablation.py --budget_seconds 1800 --checkpoint_every_seconds 300 --levers "" \
+        --combine dropout_0,mask_30,wsd --baseline_runs 1 --name recipe_ablation_30min
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from reporting import REPO_ROOT, RESULTS_DIR, save_result
 
 from bert_recipes.checkpointing import list_checkpoints, read_trainer_state
 from bert_recipes.config import parse_config
+from bert_recipes.errors import UsageError, run_cli
 from bert_recipes.evaluation import HeldOutDataConfig, MlmEvalConfig, evaluate_checkpoints
 
 BASELINE = ("--config", "recipes/configs/bert-mini.yaml", "--no_nsp", "true")
@@ -83,7 +88,17 @@ class AblationConfig:
         default="", metadata={"help": "key=value,... added to every run's flags (the suite's tiny model)."}
     )
     seed: int = field(default=42, metadata={"help": "Seed of every run and of the held-out masks."})
-    work_dir: str = field(default="runs/recipe_ablation", metadata={"help": "Data slices, runs and their scores."})
+    combine: str = field(
+        default="", metadata={"help": "Levers trained together after those alone (comma list); empty: the winners."}
+    )
+    baseline_runs: int = field(
+        default=2,
+        metadata={"help": "Baseline runs: 2 measure the run-to-run noise that decides winners; 1 saves a long run."},
+    )
+    name: str = field(
+        default="recipe_ablation", metadata={"help": "Name of the results file and plot (another budget, another)."}
+    )
+    work_dir: str = field(default="", metadata={"help": "Data slices, runs and their scores; empty: runs/NAME."})
     results_dir: str = field(default=str(RESULTS_DIR), metadata={"help": "Where the JSON record and PNG go."})
 
 
@@ -186,6 +201,14 @@ def plot(runs: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
+def lever_names(text: str) -> list[str]:
+    names = [name for name in text.split(",") if name]
+    unknown = [name for name in names if name not in LEVERS]
+    if unknown:
+        raise UsageError(f"unknown lever(s) {', '.join(unknown)}: choose from {', '.join(LEVERS)}")
+    return names
+
+
 def verdict(runs: dict[str, dict], levers: list[str]) -> tuple[float | None, float | None, list[str] | None]:
     """The better baseline's loss, the run-to-run noise (the two baselines' difference) and the winning levers;
     each None while the runs it needs are pending."""
@@ -198,30 +221,34 @@ def verdict(runs: dict[str, dict], levers: list[str]) -> tuple[float | None, flo
 
 def report(config: AblationConfig, runs: dict[str, dict]) -> None:
     """The results file, table and plot of the runs so far (written after every run, so a stopped call loses none)."""
-    levers = config.levers.split(",")
+    levers = lever_names(config.levers)
     best_baseline, noise, decided = verdict(runs, levers)
     complete, chosen = decided is not None, decided or []
     results_dir = Path(config.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    plot([r for r in runs.values() if "curve" in r], results_dir / "recipe_ablation.png")
+    plot([r for r in runs.values() if "curve" in r], results_dir / f"{config.name}.png")
     header = ["run", "flags", "steps", "held-out MLM loss (15%)", "vs better baseline", "won"]
     rows = [
         [name, " ".join(r["flags"]) or "(bert-mini.yaml --no_nsp true)", f"{r['steps']:,}", f"{r['final_loss']:.3f}",
          "-" if best_baseline is None else f"{r['final_loss'] - best_baseline:+.3f}",
-         "yes" if name in chosen else "-" if complete else "pending"]
+         "yes" if name in chosen else "-" if complete or noise is None else "pending"]
         for name, r in runs.items()
     ]  # fmt: skip
-    pending = [name for name in ("baseline", "baseline_2", *levers) if name not in runs]
+    baselines = ["baseline", "baseline_2"][: config.baseline_runs]
+    pending = [name for name in (*baselines, *levers) if name not in runs]
     record = {"config": asdict(config), "noise": noise, "best_baseline": best_baseline, "winners": chosen,
               "pending": pending, "runs": runs}  # fmt: skip
     noise_text = "pending" if noise is None else f"{noise:.3f} nats"
     print(f"run-to-run noise (the two baselines): {noise_text}; winners: {', '.join(chosen) or 'none'}")
-    save_result("recipe_ablation", record, header, rows, results_dir)
+    save_result(config.name, record, header, rows, results_dir)
 
 
-def main() -> None:
-    (config,) = parse_config([AblationConfig])
-    runs = recorded_runs(Path(config.results_dir) / "recipe_ablation.json", config)
+def main(argv: list[str] | None = None) -> None:
+    (config,) = parse_config([AblationConfig], argv)
+    levers, together = lever_names(config.levers), lever_names(config.combine)
+    # a run folder holds a finished model that is scored, not retrained: another budget needs other folders
+    config.work_dir = config.work_dir or f"runs/{config.name}"
+    runs = recorded_runs(Path(config.results_dir) / f"{config.name}.json", config)
     files = split_corpus(config.corpus, config.train_characters, config.held_out_documents, Path(config.work_dir))
     ensure_tokenizer(config, files[0])
 
@@ -232,17 +259,17 @@ def main() -> None:
             report(config, runs)
 
     run("baseline", (), curve=True)
-    run("baseline_2", ())
-    levers = config.levers.split(",")
+    if config.baseline_runs > 1:
+        run("baseline_2", ())
     for name in levers:
         run(name, LEVERS[name])
-    _, _, chosen = verdict(runs, levers)
-    if chosen:
-        # another set of winners (levers added since) trains the combination again
-        flags = tuple(flag for name in chosen for flag in LEVERS[name])
-        run("combined", flags, curve=True, folder="combined+" + "+".join(chosen), levers=chosen)
+    together = together or verdict(runs, levers)[2]
+    if together:
+        # another set of levers (winners added since) trains the combination again
+        flags = tuple(flag for name in together for flag in LEVERS[name])
+        run("combined", flags, curve=True, folder="combined+" + "+".join(together), levers=together)
     report(config, runs)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
