@@ -20,7 +20,8 @@ from bert_recipes.errors import run_cli
 from tests.conftest import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
-PAGES = [README, REPO_ROOT / "benchmarks" / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+FOLDER_READMES = [REPO_ROOT / "benchmarks" / "README.md", REPO_ROOT / "recipes" / "README.md"]
+PAGES = [README, *FOLDER_READMES, *sorted((REPO_ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 # every script a user runs; its docstring is its usage (the helper modules of benchmarks/ are imported, not run)
 SCRIPTS = sorted(
@@ -132,3 +133,10 @@ def test_the_code_map_names_every_module():
     entries = [p for p in package.iterdir() if p.name != "__init__.py" and not p.name.startswith((".", "__"))]
     missing = [p.name for p in entries if f"`{p.name}{'/' if p.is_dir() else ''}`" not in text]
     assert not missing, f"docs/design.md's code map lacks {missing}"
+
+
+def test_the_recipes_readme_names_every_recipe():
+    text = (REPO_ROOT / "recipes" / "README.md").read_text(encoding="utf-8")
+    scripts = [p.name for p in (REPO_ROOT / "recipes").iterdir() if p.suffix in (".py", ".slurm")]
+    missing = [name for name in scripts if f"`{name}`" not in text]
+    assert len(scripts) >= 9 and not missing, f"recipes/README.md lacks {missing}"
