@@ -191,10 +191,10 @@ def describe_run(
     train: TrainConfig, max_seq_length: int, acc: Accelerator, parameters: int, schedule: LearningRateSchedule
 ) -> str:
     """The first log line: the model's size, the processes, the batch, the length of the run, its learning rate."""
-    micro_batches = train.per_device_train_batch_size * acc.num_processes
-    global_batch = micro_batches * train.gradient_accumulation_steps
+    micro_batch = train.per_device_train_batch_size * acc.num_processes  # sequences, all processes together
+    global_batch = micro_batch * train.gradient_accumulation_steps
     ramping = train.batch_size_warmup_ratio > 0
-    ramp = f" (from {micro_batches} over the first {train.batch_size_warmup_ratio:g})" if ramping else ""
+    ramp = f" (from {micro_batch} over the first {train.batch_size_warmup_ratio:g})" if ramping else ""
     budget = f" or {train.max_train_time:g} s" if train.max_train_time > 0 else ""
     steps = schedule.warmup_in_steps
     warmup = (
