@@ -231,7 +231,7 @@ def report(config: AblationConfig, runs: dict[str, dict]) -> None:
     rows = [
         [name, " ".join(r["flags"]) or "(bert-mini.yaml --no_nsp true)", f"{r['steps']:,}", f"{r['final_loss']:.3f}",
          "-" if best_baseline is None else f"{r['final_loss'] - best_baseline:+.3f}",
-         "yes" if name in chosen else "-" if complete or noise is None else "pending"]
+         "yes" if name in chosen else "-" if complete or config.baseline_runs < 2 else "pending"]
         for name, r in runs.items()
     ]  # fmt: skip
     baselines = ["baseline", "baseline_2"][: config.baseline_runs]

@@ -82,7 +82,7 @@ def ner_run(config: NerConfig, encoded: datasets.DatasetDict, labels: list[str],
     dev = encoded["validation"]
     collator = ModelInputCollator(tokenizer, targets=("labels",), padder=DataCollatorForTokenClassification)
     # read once: a Dataset decodes a column on every access
-    dev_pieces, dev_words = dev["word_ids"], [len(tokens) for tokens in dev["tokens"]]
+    dev_pieces, dev_words, dev_tags = dev["word_ids"], [len(tokens) for tokens in dev["tokens"]], dev["tags"]
     truncated = sum(max(ids) + 1 < words for ids, words in zip(dev_pieces, dev_words, strict=True))
 
     def train_and_predict(args: TrainingArguments, resume: str | None):
@@ -112,7 +112,7 @@ def ner_run(config: NerConfig, encoded: datasets.DatasetDict, labels: list[str],
             word_tags(row_logits, ids, words, labels)
             for row_logits, ids, words in zip(logits, dev_pieces, dev_words, strict=True)
         ]
-        return trainer, score_tags(predicted, dev["tags"]), predicted
+        return trainer, score_tags(predicted, dev_tags), predicted
 
     return train_and_predict
 
